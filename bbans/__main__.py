@@ -1,0 +1,3 @@
+from bbans.cli import main
+
+main()

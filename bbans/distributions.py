@@ -1,0 +1,91 @@
+"""Float-valued distributions shared by training (log-likelihoods) and coding (CDF tables).
+
+Keeping one definition of each density here means the rate the trainer optimises is the rate
+the coder pays, up to the integer quantisation done in `bbans.codecs`.
+
+Pixel values are 8-bit integers 0..255. The logistic works on the scaled value
+x / 127.5 - 1 in [-1, 1], with bins of width 2/255 (PixelCNN++ convention); the lowest and
+highest bins extend to -inf and +inf so every value keeps mass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LEVELS = 256
+HALF_BIN = 1.0 / 255.0
+
+
+def scale_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (or integer-valued float) pixels -> floats in [-1, 1]."""
+    return x.to(torch.float32) / 127.5 - 1.0
+
+
+def rgb_dependent_means(mean: torch.Tensor, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Shift the G mean by a*R and the B mean by b*R + c*G (channels on dim 1).
+
+    mean, coeffs: (N, 3, H, W); x: pixels (N, 3, H, W), uint8 or already scaled floats.
+    Only lower channels are used, so a decoder can pop R, then G, then B.
+    """
+    xs = scale_pixels(x) if not torch.is_floating_point(x) else x
+    r, g = xs[:, 0], xs[:, 1]
+    a, b, c = torch.tanh(coeffs[:, 0]), torch.tanh(coeffs[:, 1]), torch.tanh(coeffs[:, 2])
+    return torch.stack([mean[:, 0], mean[:, 1] + a * r, mean[:, 2] + b * r + c * g], dim=1)
+
+
+def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Elementwise log P(x) in nats for 8-bit x under a discretised logistic (mean, log_scale)."""
+    xs = scale_pixels(x)
+    inv_s = torch.exp(-log_scale)
+    centred = xs - mean
+    plus = inv_s * (centred + HALF_BIN)
+    minus = inv_s * (centred - HALF_BIN)
+    cdf_plus = torch.sigmoid(plus)
+    cdf_minus = torch.sigmoid(minus)
+    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus), for x == 0
+    log_one_minus_cdf_minus = -F.softplus(minus)  # log(1 - sigmoid(minus)), for x == 255
+    delta = cdf_plus - cdf_minus
+    mid = inv_s * centred
+    # Far in a tail the difference of sigmoids underflows; use the density times the bin width.
+    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)
+    log_delta = torch.where(
+        delta > 1e-5,
+        torch.log(torch.clamp(delta, min=1e-12)),
+        log_pdf_mid + torch.log(torch.tensor(2 * HALF_BIN, dtype=mid.dtype, device=mid.device)),
+    )
+    xi = x.to(torch.int64) if not torch.is_floating_point(x) else x.round().to(torch.int64)
+    return torch.where(xi == 0, log_cdf_plus, torch.where(xi == LEVELS - 1, log_one_minus_cdf_minus, log_delta))
+
+
+def discretized_logistic_cdf(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """CDF at the 257 bin edges, shape (..., 257); first column 0 and last 1 exactly."""
+    edges = (torch.arange(1, LEVELS, device=mean.device, dtype=mean.dtype) / 127.5 - 1.0) - HALF_BIN
+    inner = torch.sigmoid((edges - mean.unsqueeze(-1)) * torch.exp(-log_scale).unsqueeze(-1))
+    zeros = torch.zeros(inner.shape[:-1] + (1,), dtype=inner.dtype, device=inner.device)
+    return torch.cat([zeros, inner, zeros + 1.0], dim=-1)
+
+
+def bernoulli_logp(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Elementwise log P(x) in nats for binary x in {0, 1} (or {0, 255})."""
+    target = (x > 0).to(logits.dtype)
+    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def std_normal_bucket_edges(prior_prec: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Edges of 2**prior_prec equal-mass buckets of N(0, 1): (2**prior_prec + 1,), ends at +-inf."""
+    n = 1 << prior_prec
+    q = torch.arange(0, n + 1, dtype=dtype, device=device) / n
+    return torch.special.ndtri(q)  # ndtri(0) = -inf, ndtri(1) = +inf
+
+
+def std_normal_bucket_centres(prior_prec: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Median of each equal-mass bucket: the latent value the decoder sees for bucket k."""
+    n = 1 << prior_prec
+    q = (torch.arange(0, n, dtype=dtype, device=device) + 0.5) / n
+    return torch.special.ndtri(q)
+
+
+def gaussian_kl_std_normal(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, std^2) || N(0, 1)) elementwise, in nats."""
+    return 0.5 * (mu * mu + std * std - 1.0) - torch.log(std)
