@@ -1,0 +1,151 @@
+"""Model checkpoints: safetensors weights (no pickle) plus a JSON metadata record.
+
+A bundled model `<name>` is four files in the `bbans.bundled` package (the repository's
+models/ folder): `<name>.decoder.safetensors`, `<name>.encoder-baseline.safetensors`,
+`<name>.encoder-refit.safetensors` and `<name>.json`. The content hash of a loaded model is the
+sha256 over the decoder file's bytes followed by the chosen encoder file's bytes, so an archive
+can cite exactly the weights it was coded with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load_bytes
+from safetensors.torch import save_file as st_save_file
+
+from bbans.errors import BBANSError
+from bbans.models import VAE, build_model
+
+BUNDLED_PACKAGE = "bbans.bundled"
+BUNDLED_NAMES = ("binary-mnist", "mnist", "cifar10")
+ENCODERS = ("refit", "baseline")
+
+
+def split_state(model: VAE) -> tuple[dict, dict]:
+    """(encoder tensors, decoder tensors), keyed as in model.state_dict()."""
+    enc, dec = {}, {}
+    for k, v in model.state_dict().items():
+        (enc if k.startswith("encoder.") else dec)[k] = v.detach().to(torch.float32).contiguous().cpu()
+    return enc, dec
+
+
+def save_tensors(path: str | Path, tensors: dict, meta: dict | None = None) -> str:
+    """Write a safetensors file; returns its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    st_save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                 metadata={k: str(v) for k, v in (meta or {}).items()})
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_tensors(path: str | Path) -> dict:
+    return st_load_bytes(Path(path).read_bytes())
+
+
+def content_hash(*blobs: bytes) -> str:
+    h = hashlib.sha256()
+    for b in blobs:
+        h.update(b)
+    return h.hexdigest()
+
+
+def save_model(model: VAE, prefix: str | Path, meta: dict, encoder_tag: str = "encoder") -> dict:
+    """Write <prefix>.decoder.safetensors, <prefix>.<encoder_tag>.safetensors and <prefix>.json."""
+    prefix = Path(prefix)
+    enc, dec = split_state(model)
+    save_tensors(f"{prefix}.decoder.safetensors", dec)
+    save_tensors(f"{prefix}.{encoder_tag}.safetensors", enc)
+    meta = dict(meta)
+    meta["architecture"] = model.architecture()
+    meta["hash"] = content_hash(Path(f"{prefix}.decoder.safetensors").read_bytes(),
+                                Path(f"{prefix}.{encoder_tag}.safetensors").read_bytes())
+    Path(f"{prefix}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def model_from_blobs(arch: dict, decoder_bytes: bytes, encoder_bytes: bytes, device="cpu") -> VAE:
+    model = build_model(arch)
+    state = {}
+    state.update(st_load_bytes(decoder_bytes))
+    state.update(st_load_bytes(encoder_bytes))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BBANSError(f"checkpoint does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()
+
+
+def load_files(prefix: str | Path, encoder_tag: str = "encoder", device="cpu") -> tuple[VAE, dict]:
+    """Load a model saved by `save_model` (or a bundled prefix with encoder_tag 'encoder-refit')."""
+    prefix = Path(prefix)
+    try:
+        meta = json.loads(Path(f"{prefix}.json").read_text())
+        dec = Path(f"{prefix}.decoder.safetensors").read_bytes()
+        enc = Path(f"{prefix}.{encoder_tag}.safetensors").read_bytes()
+    except FileNotFoundError as exc:
+        raise BBANSError(f"checkpoint file missing: {exc.filename}") from None
+    model = model_from_blobs(meta["architecture"], dec, enc, device)
+    meta = dict(meta)
+    meta["hash"] = content_hash(dec, enc)
+    return model, meta
+
+
+# ---- bundled registry -----------------------------------------------------------------------
+
+def _bundled_dir():
+    return resources.files(BUNDLED_PACKAGE)
+
+
+def _read_bundled(fname: str) -> bytes | None:
+    try:
+        f = _bundled_dir().joinpath(fname)
+        return f.read_bytes() if f.is_file() else None
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+
+
+def list_models() -> list[dict]:
+    """Metadata records of the bundled models that are present (without per-encoder hashes)."""
+    out = []
+    for name in BUNDLED_NAMES:
+        raw = _read_bundled(f"{name}.json")
+        if raw is None:
+            continue
+        meta = json.loads(raw)
+        meta.setdefault("name", name)
+        out.append(meta)
+    return out
+
+
+def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[VAE, dict]:
+    """A bundled model and its metadata; meta["hash"] covers decoder + chosen encoder bytes.
+
+    meta["test_bits_per_dim"] is the test -ELBO of this encoder with the bundled decoder.
+    """
+    if encoder not in ENCODERS:
+        raise BBANSError(f"unknown encoder {encoder!r}; choose refit or baseline")
+    raw = _read_bundled(f"{name}.json")
+    if raw is None:
+        have = [m["name"] for m in list_models()]
+        raise BBANSError(f"unknown model {name!r}; bundled models: {', '.join(have) or 'none'}")
+    meta = json.loads(raw)
+    dec = _read_bundled(f"{name}.decoder.safetensors")
+    enc = _read_bundled(f"{name}.encoder-{encoder}.safetensors")
+    if dec is None or enc is None:
+        raise BBANSError(f"bundled model {name!r} is incomplete (decoder or {encoder} encoder missing)")
+    model = model_from_blobs(meta["architecture"], dec, enc, device)
+    meta = dict(meta)
+    meta["name"] = name
+    meta["encoder"] = encoder
+    meta["hash"] = content_hash(dec, enc)
+    per = meta.get("encoders", {}).get(encoder, {})
+    for key in ("test_bits_per_dim", "train_bits_per_dim"):
+        if key in per:
+            meta[key] = per[key]
+    return model, meta
