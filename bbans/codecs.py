@@ -1,0 +1,429 @@
+"""Codecs over a `bbans.ans.Message`: a `Codec` is a pair push(msg, symbols) / pop(msg) -> symbols.
+
+Every codec here codes a whole array of symbols as one stream (see `Message.push_stream`), so
+the number of lanes is the message's business, not the data's. Symbols are flat int64 NumPy
+arrays in C order of the parameter tensors; pushing accepts any array (NumPy or torch) of the
+right size.
+
+Probabilities are computed with torch on the parameters' device, quantised by `quantize_cdf`,
+and only the integer starts/freqs cross to NumPy. The float CDFs are evaluated in float64: the
+encoder and decoder must build bit-identical integer tables, and torch may evaluate the same
+element through a vectorised or a scalar kernel depending on its position and the thread count;
+in float64 those paths differ by an ulp at most, far too little to move a floor() at <= 31 bits
+in practice, whereas in float32 it would flip table entries regularly.
+
+Tables of K+1 entries per symbol are built in blocks of rows (about `_BLOCK_ENTRIES` entries), so
+a batch of a million 8-bit pixels never materialises a million-row table. Decoding looks the
+symbols up with one `np.searchsorted` per chunk of lanes over a block whose rows are offset by
+``row << precision``, which makes the concatenated rows one sorted array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from bbans import distributions as D
+from bbans.ans import Message, check_precision
+from bbans.errors import ANSError
+
+_BLOCK_ENTRIES = 1 << 21
+
+
+class Codec(NamedTuple):
+    push: Callable[[Message, Any], None]
+    pop: Callable[[Message], Any]
+
+
+def serial(codecs: Sequence[Codec]) -> Codec:
+    """Codes a list of symbols, one per codec; pops them in list order."""
+    codecs = list(codecs)
+
+    def push(msg: Message, symbols) -> None:
+        symbols = list(symbols)
+        if len(symbols) != len(codecs):
+            raise ANSError(f"serial codec of {len(codecs)} parts got {len(symbols)} symbol arrays")
+        for codec, x in zip(reversed(codecs), reversed(symbols)):
+            codec.push(msg, x)
+
+    def pop(msg: Message) -> list:
+        return [codec.pop(msg) for codec in codecs]
+
+    return Codec(push, pop)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def quantize_cdf(cdf: torch.Tensor, precision: int) -> torch.Tensor:
+    """Float CDFs (..., K+1) -> int64 CDFs with every frequency >= 1 and last entry 2**precision.
+
+    ``floor(cdf * (2**precision - K)) + arange(K + 1)``: every symbol keeps one count whatever
+    its probability, the rest is shared in proportion. The arithmetic is float64 and elementwise
+    (plus a running max that only matters for non-monotone input), so the result is a
+    deterministic function of the floats on any device. NaN counts as 0; the ends are forced to 0
+    and 1.
+    """
+    prec = check_precision(precision)
+    if not torch.is_tensor(cdf):
+        cdf = torch.as_tensor(cdf)
+    if cdf.ndim < 1 or cdf.shape[-1] < 2:
+        raise ANSError(f"a CDF needs at least 2 entries on its last axis, got shape {tuple(cdf.shape)}")
+    k = cdf.shape[-1] - 1
+    spare = (1 << prec) - k
+    if spare < 0:
+        raise ANSError(f"{k} symbols do not fit in precision {prec} (needs 2**precision >= {k})")
+    q = torch.floor(torch.nan_to_num(cdf.to(torch.float64), nan=0.0).clamp_(0.0, 1.0) * spare)
+    q[..., 0] = 0.0
+    q[..., -1] = float(spare)
+    q = torch.cummax(q, dim=-1).values.to(torch.int64)
+    return q + torch.arange(k + 1, dtype=torch.int64, device=q.device)
+
+
+def _to_numpy_ints(x, what: str) -> np.ndarray:
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind not in "iub":
+        raise ANSError(f"{what} must be integers, got dtype {x.dtype}")
+    return x.reshape(-1).astype(np.int64, copy=False)
+
+
+def _symbols(x, n: int, k: int, rows: np.ndarray | None) -> np.ndarray:
+    """Flat int64 symbols of the coded positions, checked to lie in 0..k-1."""
+    x = _to_numpy_ints(x, "symbols")
+    if x.size != n:
+        raise ANSError(f"expected {n} symbols, got {x.size}")
+    if rows is not None:
+        x = x[rows]
+    if x.size and (x.min() < 0 or x.max() >= k):
+        bad = int(np.flatnonzero((x < 0) | (x >= k))[0])
+        raise ANSError(f"symbol {int(x[bad])} out of range 0..{k - 1}")
+    return x
+
+
+def _coded_rows(shape: tuple, mask) -> np.ndarray | None:
+    """Flat C-order indices of the coded elements of a tensor of `shape`; None means all.
+
+    A mask of shape (N, H, W) applies to every channel of an (N, C, H, W) tensor.
+    """
+    if mask is None:
+        return None
+    if torch.is_tensor(mask):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(shape):
+        if len(shape) == 4 and mask.shape == (shape[0], shape[2], shape[3]):
+            mask = np.broadcast_to(mask[:, None], shape)
+        else:
+            raise ANSError(f"mask of shape {mask.shape} does not fit parameters of shape {tuple(shape)}")
+    return np.flatnonzero(mask)
+
+
+def _scatter(values: np.ndarray, n: int, rows: np.ndarray | None) -> np.ndarray:
+    if rows is None:
+        return values.astype(np.int64, copy=False)
+    out = np.zeros(n, dtype=np.int64)
+    out[rows] = values
+    return out
+
+
+def _take_rows(t: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
+    t = t.reshape(-1)
+    if rows is None:
+        return t
+    return t[torch.as_tensor(rows, device=t.device)]
+
+
+class _TableStream:
+    """A stream of n symbols, each with its own quantised CDF row of K+1 entries.
+
+    `build(a, b)` returns the int64 rows a..b-1 as a NumPy array (b - a, K + 1); it is called
+    for the same blocks, in the same order, when pushing and popping.
+    """
+
+    def __init__(self, n: int, k: int, prec: int, build: Callable[[int, int], np.ndarray], validate: bool):
+        self.n, self.k, self.prec, self.build, self.validate = n, k, prec, build, validate
+
+    def _block_rows(self, lanes: int) -> int:
+        # Whole chunks of lanes per block, so a chunk never straddles two blocks.
+        return max(1, _BLOCK_ENTRIES // ((self.k + 1) * lanes)) * lanes
+
+    def _rows(self, a: int, b: int) -> np.ndarray:
+        q = np.ascontiguousarray(self.build(a, b), dtype=np.int64)
+        if q.shape != (b - a, self.k + 1):
+            raise ANSError(f"CDF table block has shape {q.shape}, expected {(b - a, self.k + 1)}")
+        if self.validate:
+            m = 1 << self.prec
+            if (q[:, 0] != 0).any() or (q[:, -1] != m).any() or (np.diff(q, axis=1) < 1).any():
+                raise ANSError(
+                    f"integer CDF rows must start at 0, end at 2**{self.prec} and increase strictly "
+                    "(every frequency >= 1)"
+                )
+        return q
+
+    def push(self, msg: Message, x: np.ndarray) -> None:
+        n, k1 = self.n, self.k + 1
+        starts = np.empty(n, dtype=np.int64)
+        freqs = np.empty(n, dtype=np.int64)
+        step = self._block_rows(msg.lanes)
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            flat = self._rows(a, b).reshape(-1)
+            idx = np.arange(0, (b - a) * k1, k1, dtype=np.int64)
+            idx += x[a:b]
+            starts[a:b] = flat[idx]
+            idx += 1
+            np.subtract(flat[idx], starts[a:b], out=freqs[a:b])
+        msg.push_stream(starts, freqs, self.prec)
+
+    def pop(self, msg: Message) -> np.ndarray:
+        n, k1, prec, lanes = self.n, self.k + 1, self.prec, msg.lanes
+        step = self._block_rows(lanes)
+        rowoff = np.arange(lanes, dtype=np.int64) << prec
+        symoff = np.arange(0, lanes * k1, k1, dtype=np.int64)
+        block = [0, 0, None, None, None]  # first row, end row, G, starts, freqs
+        searchsorted, take = np.searchsorted, np.take
+
+        def lookup(lo: int, hi: int, cf: np.ndarray):
+            if lo >= block[1]:
+                a, b = lo, min(lo + step, n)
+                q = self._rows(a, b)
+                f = np.empty_like(q)
+                np.subtract(q[:, 1:], q[:, :-1], out=f[:, :-1])
+                f[:, -1] = 1
+                # Offsetting row j of each chunk by j << prec (>= the previous row's last entry)
+                # makes a chunk's rows one non-decreasing array for a single searchsorted.
+                g = q + (np.arange(b - a, dtype=np.int64) % lanes << prec)[:, None]
+                block[:] = a, b, g.reshape(-1), q.reshape(-1), f.reshape(-1)
+            a, _, g, s, f = block
+            w = hi - lo
+            j0 = (lo - a) * k1
+            j1 = j0 + w * k1
+            # Searching g[j0+1:j1] for the last entry <= key yields its index within g[j0:j1].
+            p = searchsorted(g[j0 + 1 : j1], cf + rowoff[:w], side="right")
+            return p - symoff[:w], take(s[j0:j1], p), take(f[j0:j1], p)
+
+        return msg.pop_stream(n, prec, lookup)
+
+
+# ------------------------------------------------------------------- codecs
+
+
+def categorical(cdf_int: np.ndarray, precision: int) -> Codec:
+    """Symbols 0..K-1, symbol i coded with integer CDF row cdf_int[i] (shape (n, K+1)).
+
+    Rows must start at 0, end at 2**precision and increase strictly; this is checked (ANSError).
+    """
+    prec = check_precision(precision)
+    if torch.is_tensor(cdf_int):
+        cdf_int = cdf_int.detach().cpu().numpy()
+    table = np.asarray(cdf_int)
+    if table.ndim != 2 or table.shape[1] < 2 or table.dtype.kind not in "iu":
+        raise ANSError(f"cdf_int must be an integer array (n, K+1) with K >= 1, got {table.dtype} {table.shape}")
+    n, k = table.shape[0], table.shape[1] - 1
+    stream = _TableStream(n, k, prec, lambda a, b: table[a:b], validate=True)
+
+    def push(msg: Message, symbols) -> None:
+        stream.push(msg, _symbols(symbols, n, k, None))
+
+    def pop(msg: Message) -> np.ndarray:
+        return stream.pop(msg)
+
+    return Codec(push, pop)
+
+
+def uniform(n: int, precision: int) -> Codec:
+    """n symbols, each uniform on 0..2**precision-1."""
+    prec = check_precision(precision)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ANSError(f"n must be a non-negative int, got {n!r}")
+    n = int(n)
+
+    def push(msg: Message, symbols) -> None:
+        x = _symbols(symbols, n, 1 << prec, None)
+        msg.push_stream(x, np.ones(n, dtype=np.int64), prec)
+
+    def pop(msg: Message) -> np.ndarray:
+        ones = np.ones(msg.lanes, dtype=np.int64)
+
+        def lookup(lo, hi, cf):
+            return cf, cf, ones[: hi - lo]
+
+        return msg.pop_stream(n, prec, lookup)
+
+    return Codec(push, pop)
+
+
+def bernoulli(p: torch.Tensor, precision: int, mask=None) -> Codec:
+    """Symbols in {0, 1} with P(1) = p, elementwise; no tables (two symbols need one number).
+
+    For extreme probabilities pass p in float64 (e.g. ``torch.sigmoid(logits.double())``).
+    `mask` (same shape as p, or (N, H, W) for p of shape (N, C, H, W)) selects the coded
+    elements; the others are not coded and pop as 0.
+    """
+    prec = check_precision(precision)
+    p = torch.as_tensor(p)
+    shape, n = tuple(p.shape), p.numel()
+    rows = _coded_rows(shape, mask)
+    pc = _take_rows(p, rows).to(torch.float64)
+    cdf = torch.stack([torch.zeros_like(pc), 1.0 - pc, torch.ones_like(pc)], dim=-1)
+    q0 = quantize_cdf(cdf, prec)[:, 1].cpu().numpy()  # frequency of symbol 0
+    d = (1 << prec) - 2 * q0  # freq(1) - freq(0)
+
+    def push(msg: Message, symbols) -> None:
+        x = _symbols(symbols, n, 2, rows)
+        msg.push_stream(x * q0, q0 + x * d, prec)
+
+    def pop(msg: Message) -> np.ndarray:
+        def lookup(lo, hi, cf):
+            q, dd = q0[lo:hi], d[lo:hi]
+            x = (cf >= q).astype(np.int64)
+            return x, x * q, q + x * dd
+
+        return _scatter(msg.pop_stream(q0.size, prec, lookup), n, rows)
+
+    return Codec(push, pop)
+
+
+def _logistic_rows(mean: torch.Tensor, log_scale: torch.Tensor, prec: int) -> Callable:
+    def build(a: int, b: int) -> np.ndarray:
+        return quantize_cdf(D.discretized_logistic_cdf(mean[a:b], log_scale[a:b]), prec).cpu().numpy()
+
+    return build
+
+
+def _check_pixel_precision(precision) -> int:
+    prec = check_precision(precision)
+    if prec < 8:
+        raise ANSError(f"8-bit pixels need precision >= 8, got {prec}")
+    return prec
+
+
+def logistic(mean: torch.Tensor, log_scale: torch.Tensor, precision: int, mask=None) -> Codec:
+    """8-bit symbols 0..255, each under its own discretised logistic (bbans.distributions).
+
+    `mask` as in `bernoulli`.
+    """
+    prec = _check_pixel_precision(precision)
+    mean, log_scale = torch.as_tensor(mean), torch.as_tensor(log_scale)
+    if mean.shape != log_scale.shape:
+        raise ANSError(f"mean {tuple(mean.shape)} and log_scale {tuple(log_scale.shape)} differ in shape")
+    shape, n = tuple(mean.shape), mean.numel()
+    rows = _coded_rows(shape, mask)
+    m = _take_rows(mean, rows).to(torch.float64)
+    s = _take_rows(log_scale, rows).to(torch.float64)
+    stream = _TableStream(m.numel(), D.LEVELS, prec, _logistic_rows(m, s, prec), validate=False)
+
+    def push(msg: Message, symbols) -> None:
+        stream.push(msg, _symbols(symbols, n, D.LEVELS, rows))
+
+    def pop(msg: Message) -> np.ndarray:
+        return _scatter(stream.pop(msg), n, rows)
+
+    return Codec(push, pop)
+
+
+def logistic_rgb(mean: torch.Tensor, log_scale: torch.Tensor, coeffs: torch.Tensor, precision: int, mask=None) -> Codec:
+    """8-bit RGB pixels (N, 3, H, W) with G's mean shifted by R and B's by R and G
+    (`distributions.rgb_dependent_means`). Pops the whole R plane, then G, then B.
+
+    `mask` (N, H, W) selects the coded pixels; the others pop as 0 in every channel.
+    """
+    prec = _check_pixel_precision(precision)
+    mean, log_scale, coeffs = (torch.as_tensor(t) for t in (mean, log_scale, coeffs))
+    if mean.ndim != 4 or mean.shape[1] != 3 or log_scale.shape != mean.shape or coeffs.shape != mean.shape:
+        raise ANSError(
+            "logistic_rgb needs mean, log_scale, coeffs of one shape (N, 3, H, W), got "
+            f"{tuple(mean.shape)}, {tuple(log_scale.shape)}, {tuple(coeffs.shape)}"
+        )
+    shape, n = tuple(mean.shape), mean.numel()
+    nimg, _, hgt, wid = shape
+    if mask is None:
+        pix = None
+        npix = nimg * hgt * wid
+    else:
+        pix = _coded_rows((nimg, hgt, wid), mask)
+        npix = pix.size
+    mean64, ls64, co64 = (t.to(torch.float64) for t in (mean, log_scale, coeffs))
+    device = mean.device
+
+    def channel_stream(means: torch.Tensor, c: int) -> _TableStream:
+        m = _take_rows(means[:, c], pix)
+        s = _take_rows(ls64[:, c], pix)
+        return _TableStream(npix, D.LEVELS, prec, _logistic_rows(m, s, prec), validate=False)
+
+    def planes(x_flat: np.ndarray) -> np.ndarray:
+        """(N, 3, H*W) -> (3, coded pixels)."""
+        x = x_flat.reshape(nimg, 3, hgt * wid).transpose(1, 0, 2).reshape(3, -1)
+        return x if pix is None else x[:, pix]
+
+    def push(msg: Message, symbols) -> None:
+        x = _to_numpy_ints(symbols, "symbols")
+        if x.size != n:
+            raise ANSError(f"expected {n} symbols, got {x.size}")
+        xp = planes(x)
+        if xp.size and (xp.min() < 0 or xp.max() >= D.LEVELS):
+            raise ANSError("8-bit pixel values must lie in 0..255")
+        full = np.zeros((3, nimg * hgt * wid), dtype=np.int64)
+        if pix is None:
+            full[:] = xp
+        else:
+            full[:, pix] = xp
+        xt = torch.as_tensor(full.reshape(3, nimg, hgt, wid).transpose(1, 0, 2, 3), device=device)
+        means = D.rgb_dependent_means(mean64, co64, xt.to(torch.uint8))
+        for c in (2, 1, 0):
+            channel_stream(means, c).push(msg, xp[c])
+
+    def pop(msg: Message) -> np.ndarray:
+        full = np.zeros((3, nimg * hgt * wid), dtype=np.int64)
+        means = mean64
+        for c in range(3):
+            if c:
+                xt = torch.as_tensor(full.reshape(3, nimg, hgt, wid).transpose(1, 0, 2, 3), device=device)
+                means = D.rgb_dependent_means(mean64, co64, xt.to(torch.uint8))
+            xc = channel_stream(means, c).pop(msg)
+            if pix is None:
+                full[c] = xc
+            else:
+                full[c, pix] = xc
+        return np.ascontiguousarray(full.reshape(3, nimg, hgt * wid).transpose(1, 0, 2)).reshape(-1)
+
+    return Codec(push, pop)
+
+
+def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_prec: int) -> Codec:
+    """Bucket indices 0..2**prior_prec-1 of the equal-mass buckets of N(0, 1), each latent under
+    N(mu, std**2) restricted to the buckets, masses quantised at q_prec bits.
+
+    The matching prior is `uniform(n, prior_prec)`.
+    """
+    pp = check_precision(prior_prec)
+    qp = check_precision(q_prec)
+    if qp < pp:
+        raise ANSError(f"q_prec ({qp}) must be >= prior_prec ({pp})")
+    mu, std = torch.as_tensor(mu), torch.as_tensor(std)
+    if mu.shape != std.shape:
+        raise ANSError(f"mu {tuple(mu.shape)} and std {tuple(std.shape)} differ in shape")
+    n = mu.numel()
+    mu64 = mu.reshape(-1).to(torch.float64)
+    std64 = std.reshape(-1).to(torch.float64)
+    if n and not (torch.isfinite(std64).all() and (std64 > 0).all() and torch.isfinite(mu64).all()):
+        raise ANSError("posterior needs finite mu and finite std > 0")
+    edges = D.std_normal_bucket_edges(pp, dtype=torch.float64, device=mu64.device)
+
+    def build(a: int, b: int) -> np.ndarray:
+        z = (edges - mu64[a:b, None]) / std64[a:b, None]
+        return quantize_cdf(torch.special.ndtr(z), qp).cpu().numpy()
+
+    stream = _TableStream(n, 1 << pp, qp, build, validate=False)
+
+    def push(msg: Message, symbols) -> None:
+        stream.push(msg, _symbols(symbols, n, 1 << pp, None))
+
+    def pop(msg: Message) -> np.ndarray:
+        return stream.pop(msg)
+
+    return Codec(push, pop)
