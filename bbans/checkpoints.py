@@ -149,3 +149,58 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
         if key in per:
             meta[key] = per[key]
     return model, meta
+
+
+def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str | Path,
+           control_run: str | Path | None = None, notes: str = "", checks: dict | None = None) -> dict:
+    """Assemble a bundled model from run folders (bbans.train): decoder + baseline encoder from
+    the base run, the refit encoder from the refit run; the control's figures go in the record."""
+    base_run, refit_run, out_dir = Path(base_run), Path(refit_run), Path(out_dir)
+    base_meta = json.loads((base_run / "model.json").read_text())
+    refit_meta = json.loads((refit_run / "model.json").read_text())
+    dec = load_tensors(base_run / "model.decoder.safetensors")
+    for k, v in load_tensors(refit_run / "model.decoder.safetensors").items():
+        if not torch.equal(dec[k], v):
+            raise BBANSError(f"{refit_run} was not refitted on the decoder of {base_run} ({k} differs)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "decoder": (base_run / "model.decoder.safetensors", f"{name}.decoder.safetensors"),
+        "baseline": (base_run / "model.encoder.safetensors", f"{name}.encoder-baseline.safetensors"),
+        "refit": (refit_run / "model.encoder.safetensors", f"{name}.encoder-refit.safetensors"),
+    }
+    blobs = {}
+    for key, (src, dst) in files.items():
+        blobs[key] = src.read_bytes()
+        (out_dir / dst).write_bytes(blobs[key])
+
+    def summary(m: dict) -> dict:
+        keep = ("epochs", "seed", "recipe", "train_bits_per_dim", "test_bits_per_dim", "test_images", "best_valid",
+                "test_note")
+        return {k: m[k] for k in keep if k in m}
+
+    rec = {
+        "name": name,
+        "dataset": base_meta["dataset"],
+        "architecture": base_meta["architecture"],
+        "eval": base_meta.get("eval"),
+        "decoder": summary(base_meta),
+        "encoders": {
+            "baseline": {**summary(base_meta), "hash": content_hash(blobs["decoder"], blobs["baseline"])},
+            "refit": {**summary(refit_meta), "hash": content_hash(blobs["decoder"], blobs["refit"])},
+        },
+        "files": {k: v[1] for k, v in files.items()},
+        "sha256": {k: hashlib.sha256(b).hexdigest() for k, b in blobs.items()},
+        "notes": notes,
+        # Figures a test can recompute quickly: {subset name: {"baseline": bpd, "refit": bpd, ...}}.
+        "checks": checks or {},
+    }
+    if control_run is not None:
+        rec["control"] = summary(json.loads((Path(control_run) / "model.json").read_text()))
+    # Top-level figures are those of the default (refit) encoder.
+    rec["test_bits_per_dim"] = rec["encoders"]["refit"]["test_bits_per_dim"]
+    rec["train_bits_per_dim"] = rec["encoders"]["refit"]["train_bits_per_dim"]
+    rec["epochs"] = base_meta["epochs"]
+    rec["seed"] = base_meta["seed"]
+    rec["recipe"] = base_meta["recipe"]
+    (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+    return rec

@@ -144,11 +144,17 @@ def _load_cifar(split: str, data_dir) -> np.ndarray:
             raise DataNotFoundError(f"CIFAR-10 file {p} missing; put the unpacked {CIFAR_DIR}/ folder there")
         parts.append(_read_cifar_batch(p))
     data = np.concatenate(parts)
+    nv = validation_size(len(data))
     if split == "train-only":
-        return data[:-CIFAR_VALID]
+        return data[:-nv]
     if split == "valid":
-        return data[-CIFAR_VALID:]
+        return data[-nv:]
     return data
+
+
+def validation_size(n_train: int) -> int:
+    """The last 5,000 training images; a fifth of a small (fixture) training set."""
+    return CIFAR_VALID if n_train >= 2 * CIFAR_VALID else max(1, n_train // 5)
 
 
 def binarize_test(images: np.ndarray) -> np.ndarray:

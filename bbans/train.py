@@ -186,11 +186,13 @@ def _splits(cfg: TrainConfig, data_dir):
 
 
 def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, progress: bool | None = None,
-        max_epochs_this_call: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+        max_epochs_this_call: int | None = None, log: Callable[[str], None] | None = None,
+        data: tuple | None = None) -> dict:
     """Train (cfg.mode == "train") or refit the encoder (cfg.mode == "refit") into folder `out`.
 
-    Returns the run's final metadata when it finished, or its state record when it stopped early
-    (max_epochs_this_call), to be continued with resume=True.
+    `data` = (train, selection or None, selection name or None, test) uint8 arrays replaces the
+    data set on disk (tests, experiments). Returns the run's final metadata when it finished, or
+    its state record when it stopped early (max_epochs_this_call), to be continued with resume=True.
     """
     out = Path(out)
     if (out / "state.json").exists() and not resume:
@@ -198,7 +200,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     binary = is_binary(cfg.dataset)
-    train_x, sel_x, sel_name, test_x = _splits(cfg, data_dir)
+    train_x, sel_x, sel_name, test_x = data if data is not None else _splits(cfg, data_dir)
 
     if cfg.mode == "refit":
         if not cfg.base:

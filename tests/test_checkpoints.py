@@ -1,0 +1,86 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bbans import checkpoints as C
+from bbans import train as T
+from bbans.errors import BBANSError
+from bbans.models import MLPVAE, ResNetVAE
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize("m", [MLPVAE("logistic", hidden=16, latent=3), ResNetVAE(width=8)])
+def test_save_load_round_trip(tmp_path, m):
+    meta = C.save_model(m, tmp_path / "m", {"dataset": "x", "test_bits_per_dim": 1.0})
+    m2, meta2 = C.load_files(tmp_path / "m")
+    assert meta2["hash"] == meta["hash"] and len(meta["hash"]) == 64
+    for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    raw = (tmp_path / "m.decoder.safetensors").read_bytes()
+    assert b"pickle" not in raw[:200]
+
+
+def test_bundle_and_registry(tmp_path, monkeypatch):
+    from bbans.data import load_dataset
+
+    data = (load_dataset("mnist", "train", FIX, verify=False), None, None,
+            load_dataset("binary-mnist", "test", FIX, verify=False))
+    arch = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 16, "latent": 3, "layers": 2}
+    T.run(T.TrainConfig("binary-mnist", epochs=1, batch_size=10, architecture=arch), tmp_path / "b", data=data, progress=False)
+    T.run(T.TrainConfig("binary-mnist", epochs=1, batch_size=10, mode="refit", alpha=0.5, base=str(tmp_path / "b")),
+          tmp_path / "r", data=data, progress=False)
+    pkg = tmp_path / "pkg"
+    rec = C.bundle("binary-mnist", tmp_path / "b", tmp_path / "r", pkg)
+    # Point the registry at the temporary folder instead of the installed package.
+    monkeypatch.setattr(C, "_bundled_dir", lambda: pkg)
+    assert [m["name"] for m in C.list_models()] == ["binary-mnist"]
+    model, meta = C.load_model("binary-mnist", "refit")
+    _, meta_b = C.load_model("binary-mnist", "baseline")
+    assert meta["hash"] != meta_b["hash"] and meta["hash"] == rec["encoders"]["refit"]["hash"]
+    assert meta["test_bits_per_dim"] == pytest.approx(T.evaluate(model, data[3]))
+    with pytest.raises(BBANSError, match="unknown model"):
+        C.load_model("svhn")
+    with pytest.raises(BBANSError):
+        C.load_model("binary-mnist", encoder="other")
+
+
+def _bundled(name):
+    try:
+        return C.load_model(name, "refit")[1]
+    except BBANSError:
+        return None
+
+
+@pytest.mark.parametrize("name", ["binary-mnist", "mnist", "cifar10"])
+def test_bundled_matches_recorded_figures(name):
+    meta = _bundled(name)
+    if meta is None:
+        pytest.skip(f"{name} not bundled yet")
+    from bbans.data import load_dataset
+
+    x = load_dataset(name, "test", FIX, verify=False)
+    for enc in ("baseline", "refit"):
+        model, m = C.load_model(name, enc)
+        assert m["hash"] == meta["encoders"][enc]["hash"]
+        got = T.evaluate(model, x)
+        assert got == pytest.approx(meta["checks"]["fixture_test"][enc], abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")
+@pytest.mark.parametrize("name", ["binary-mnist", "mnist", "cifar10"])
+def test_bundled_real_subset(name):
+    meta = _bundled(name)
+    if meta is None:
+        pytest.skip(f"{name} not bundled yet")
+    from bbans.data import load_dataset
+
+    x = load_dataset(name, "test", SHARED)[:100]
+    for enc in ("baseline", "refit"):
+        model, _ = C.load_model(name, enc)
+        assert T.evaluate(model, x) == pytest.approx(meta["checks"]["first_100_test"][enc], abs=1e-4)

@@ -1,0 +1,118 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bbans import train as T
+from bbans.errors import BBANSError
+from bbans.models import MLPVAE
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+TINY = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 32, "latent": 4, "layers": 2}
+
+
+def _fixture():
+    from bbans.data import load_dataset
+
+    return (load_dataset("mnist", "train", FIX, verify=False), None, None,
+            load_dataset("binary-mnist", "test", FIX, verify=False))
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    m = MLPVAE("logistic", hidden=32, latent=4)
+    x = torch.from_numpy(_fixture()[0][:20])
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    before = float(m.neg_elbo(x, torch.Generator().manual_seed(1)).mean())
+    for _ in range(5):
+        loss = m.neg_elbo(x, g).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = float(m.neg_elbo(x, torch.Generator().manual_seed(1)).mean())
+    assert after < before
+
+
+def test_mixture_batch_extremes():
+    real = torch.zeros(6, 1, 2, 2, dtype=torch.uint8)
+    calls = []
+
+    def sampler(k):
+        calls.append(k)
+        return torch.ones(k, 1, 2, 2, dtype=torch.uint8)
+
+    x, w, src = T.mixture_batch(0.0, real, sampler, 4)
+    assert not src.any() and len(x) == 6 and calls == [] and (x == 0).all()
+    torch.testing.assert_close(w.sum(), torch.tensor(1.0))
+    x, w, src = T.mixture_batch(1.0, None, sampler, 4)
+    assert src.all() and len(x) == 4 and calls == [4] and (x == 1).all()
+    x, w, src = T.mixture_batch(0.5, real, sampler, 4)
+    torch.testing.assert_close(w[~src].sum(), torch.tensor(0.5))
+    torch.testing.assert_close(w[src].sum(), torch.tensor(0.5))
+    with pytest.raises(BBANSError):
+        T.mixture_batch(1.5, real, sampler, 4)
+
+
+def _train(tmp_path, epochs=2, **kw):
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=epochs, batch_size=10, lr=1e-3, architecture=dict(TINY),
+                        eval_every=1, **kw)
+    return T.run(cfg, tmp_path / "base", data=_fixture(), progress=False)
+
+
+def test_run_resume_matches_uninterrupted(tmp_path):
+    full = _train(tmp_path / "a", epochs=2)
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(TINY), eval_every=1)
+    T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    with pytest.raises(BBANSError, match="resume"):
+        T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False)
+    resumed = T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False, resume=True)
+    assert resumed["test_bits_per_dim"] == pytest.approx(full["test_bits_per_dim"], abs=1e-6)
+    assert full["history"][-1]["test_bpd"] < full["history"][0]["loss_bpd"]
+
+
+@pytest.mark.parametrize("alpha,sigma", [(0.0, 0.0), (1.0, 0.0), (0.5, 0.0), (0.5, 0.2)])
+def test_refit_keeps_decoder(tmp_path, alpha, sigma):
+    _train(tmp_path, epochs=1)
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=1, batch_size=10, mode="refit", base=str(tmp_path / "base"),
+                        alpha=alpha, denoise_sigma=sigma, eval_every=1)
+    meta = T.run(cfg, tmp_path / "refit", data=_fixture(), progress=False)
+    from bbans.checkpoints import load_tensors
+
+    a = load_tensors(tmp_path / "base" / "model.decoder.safetensors")
+    b = load_tensors(tmp_path / "refit" / "model.decoder.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ea = load_tensors(tmp_path / "base" / "model.encoder.safetensors")
+    eb = load_tensors(tmp_path / "refit" / "model.encoder.safetensors")
+    assert any(not torch.equal(ea[k], eb[k]) for k in ea)
+    assert meta["recipe"]["alpha"] == alpha and "base" in meta
+
+
+def test_refit_alpha1_never_reads_real_images(tmp_path):
+    # Reverse sleep: the loss must not change when the real images do.
+    m = MLPVAE("bernoulli", hidden=16, latent=2)
+    cfg = T.TrainConfig(dataset="binary-mnist", mode="refit", alpha=1.0)
+    real_a = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    real_b = torch.ones(8, 1, 28, 28, dtype=torch.uint8)
+    train_x = np.zeros((8, 1, 28, 28), np.uint8)
+    la = T._refit_loss(m, cfg, real_a, train_x, np.random.RandomState(0), torch.Generator().manual_seed(0), True)
+    lb = T._refit_loss(m, cfg, real_b, train_x, np.random.RandomState(0), torch.Generator().manual_seed(0), True)
+    assert float(la) == float(lb)
+    cfg0 = T.TrainConfig(dataset="binary-mnist", mode="refit", alpha=0.0)
+    l0 = T._refit_loss(m, cfg0, real_a, train_x, np.random.RandomState(0), torch.Generator().manual_seed(0), True)
+    torch.testing.assert_close(l0, m.neg_elbo(real_a, torch.Generator().manual_seed(0)).mean())
+
+
+def test_cli_missing_data_is_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bbans.cli import cli
+
+    monkeypatch.setenv("BBANS_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    r = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--epochs", "1", "--out", str(tmp_path / "o")])
+    from bbans.errors import DataNotFoundError
+
+    assert isinstance(r.exception, DataNotFoundError)
