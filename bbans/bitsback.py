@@ -1,0 +1,274 @@
+"""The BB-ANS engine: a sequence of images coded with a VAE on one rANS message.
+
+For each batch the compressor pops z from the discretised posterior, pushes x with p(x|z) and
+pushes z with the prior; the decompressor runs the mirror image in reverse batch order. All
+batches share one message, so each batch's bits-back is paid for by the data already pushed.
+
+Latents live on the 2**prior_prec equal-mass buckets of N(0, 1): the prior over buckets is
+uniform, and the decoder sees each bucket's median.
+
+Initial bits: the first batch pops from an empty message, so its posterior samples come from
+the message's seeded phantom words and cost their full -log Q(z) (no bits back). The batch
+partition therefore ramps up (1, 2, 4, ... images) so the first, unfunded pops are a single
+image's worth; every later batch is funded by the images pushed before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from bbans import codecs
+from bbans.ans import Message
+from bbans.distributions import gaussian_kl_std_normal, std_normal_bucket_centres, std_normal_bucket_edges
+from bbans.errors import BBANSError, MismatchError
+from bbans.inference import posterior
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    K: int = 0
+    lr: float = 5e-3
+    seed: int = 0
+    prior_prec: int = 10
+    q_prec: int = 20
+    obs_prec: int = 20
+    lanes: int = 128
+    batch_size: int = 256
+    device: str = "cpu"
+    dtype: str = "float32"
+    # CPU kernels may split reductions by thread, so the thread count is part of the arithmetic.
+    threads: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise MismatchError(f"engine settings not understood by this bbans: {sorted(unknown)}")
+        return cls(**d)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; refuses 'cuda' without one."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MismatchError("--device cuda asked for, but torch sees no CUDA device here")
+    if device not in ("cpu", "cuda"):
+        raise BBANSError(f"unknown device {device!r} (choose auto, cpu or cuda)")
+    return device
+
+
+def fingerprint(config: EngineConfig) -> dict:
+    """What else the float arithmetic depends on; recorded so a mismatch can be named."""
+    fp = {"torch": torch.__version__, "numpy": np.__version__, "machine": platform.machine()}
+    if config.device == "cpu":
+        fp["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    else:
+        fp["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        fp["cuda"] = torch.version.cuda
+    return fp
+
+
+def batch_partition(n: int, batch_size: int) -> list[int]:
+    """Batch sizes for n images: 1, 2, 4, ... up to batch_size, then batch_size; sums to n."""
+    if batch_size < 1:
+        raise BBANSError("batch size must be at least 1")
+    sizes, size, left = [], 1, n
+    while left > 0:
+        take = min(size, left)
+        sizes.append(take)
+        left -= take
+        size = min(size * 2, batch_size)
+    return sizes
+
+
+@contextlib.contextmanager
+def _deterministic(config: EngineConfig):
+    """Pin every knob that changes float results: algorithms, threads, TF32."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    prev_bench = torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+class _Session:
+    """One model + config on one device: the three codecs of a batch, in both directions."""
+
+    def __init__(self, model, config: EngineConfig):
+        if config.device not in ("cpu", "cuda"):
+            raise MismatchError(f"archive was made on device class {config.device!r}, unknown here")
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise MismatchError(
+                "this archive was compressed on a GPU (device class cuda) and its arithmetic can only "
+                "be reproduced on one; no CUDA device is visible here"
+            )
+        self.config = config
+        self.device = torch.device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.centres = std_normal_bucket_centres(config.prior_prec, device=self.device).to(self.dtype)
+        self.edges = std_normal_bucket_edges(config.prior_prec, device=self.device)
+
+    # -- the three codecs ---------------------------------------------------------------
+    def posterior(self, x: torch.Tensor, batch_index: int):
+        c = self.config
+        return posterior(self.model, x, K=c.K, lr=c.lr, seed=c.seed, batch_index=batch_index)
+
+    def latent_codec(self, mu, std) -> codecs.Codec:
+        c = self.config
+        return codecs.gaussian_posterior(mu.reshape(-1), std.reshape(-1), c.prior_prec, c.q_prec)
+
+    def prior_codec(self, n_symbols: int) -> codecs.Codec:
+        return codecs.uniform(n_symbols, self.config.prior_prec)
+
+    def observation_codec(self, params: dict, mask: torch.Tensor | None) -> codecs.Codec:
+        c, lik = self.config, self.model.likelihood
+        if lik == "bernoulli":
+            return codecs.bernoulli(torch.sigmoid(params["logits"].double()), c.obs_prec, mask=mask)
+        if lik == "logistic":
+            return codecs.logistic(params["mean"], params["log_scale"], c.obs_prec, mask=mask)
+        if lik == "logistic_rgb":
+            return codecs.logistic_rgb(params["mean"], params["log_scale"], params["coeffs"], c.obs_prec, mask=mask)
+        raise MismatchError(f"model likelihood {lik!r} has no codec")
+
+    def latents(self, idx: np.ndarray, shape) -> torch.Tensor:
+        t = torch.as_tensor(idx.astype(np.int64), device=self.device)
+        return self.centres[t].reshape(shape)
+
+    # -- statistics -----------------------------------------------------------------------
+    def batch_stats(self, x, mu, std, z_idx, z, params) -> dict:
+        """Per-image -ELBO (continuous) and the same with the codec's latent discretisation, in bits."""
+        with torch.no_grad():
+            rec = -self.model.log_px(x, params).double() / LN2
+            kl = gaussian_kl_std_normal(mu.double(), std.double()).flatten(1).sum(1) / LN2
+            idx = torch.as_tensor(z_idx.astype(np.int64), device=self.device).reshape(mu.shape)
+            mu64, std64 = mu.double(), std.double()
+            lo = torch.special.ndtr((self.edges[idx] - mu64) / std64)
+            hi = torch.special.ndtr((self.edges[idx + 1] - mu64) / std64)
+            log_q = torch.log2(torch.clamp(hi - lo, min=2.0 ** -self.config.q_prec)).flatten(1).sum(1)
+            d = mu[0].numel()
+            discrete = rec + d * self.config.prior_prec + log_q
+        return {"neg_elbo_bits": (rec + kl).cpu().numpy(), "discrete_neg_elbo_bits": discrete.cpu().numpy()}
+
+
+def _prepare(images: np.ndarray, mask: np.ndarray | None):
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4:
+        raise BBANSError(f"images must be (N, C, H, W), got shape {images.shape}")
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        if mask.shape != (images.shape[0],) + images.shape[2:]:
+            raise BBANSError(f"mask shape {mask.shape} does not match images {images.shape}")
+        # Padding is never coded; zero it so both ends feed the networks the same canvas.
+        images = images * mask[:, None]
+    return images, mask
+
+
+def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: EngineConfig = EngineConfig(), progress=None):
+    """Code uint8 images (N, C, H, W) on one message. Returns (payload, stats)."""
+    images, mask = _prepare(images, mask)
+    n = images.shape[0]
+    msg = Message(config.lanes, seed=config.seed)
+    stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
+    with _deterministic(config):
+        s = _Session(model, config)
+        start = 0
+        for b, size in enumerate(batch_partition(n, config.batch_size)):
+            before = msg.bits()
+            x = torch.as_tensor(images[start : start + size], device=s.device)
+            m = None if mask is None else torch.as_tensor(mask[start : start + size], device=s.device)
+            mu, std = s.posterior(x, b)
+            z_idx = s.latent_codec(mu, std).pop(msg)
+            z = s.latents(z_idx, mu.shape)
+            with torch.no_grad():
+                params = s.model.decode(z)
+            s.observation_codec(params, m).push(msg, x)
+            s.prior_codec(z_idx.size).push(msg, z_idx)
+            bs = s.batch_stats(x, mu, std, z_idx, z, params)
+            stats["neg_elbo_bits"].append(bs["neg_elbo_bits"])
+            stats["discrete_neg_elbo_bits"].append(bs["discrete_neg_elbo_bits"])
+            stats["batch_bits"].append(msg.bits() - before)
+            start += size
+            if progress is not None:
+                progress(start, n)
+    payload = msg.to_bytes()
+    ne = np.concatenate(stats["neg_elbo_bits"]) if n else np.zeros(0)
+    dne = np.concatenate(stats["discrete_neg_elbo_bits"]) if n else np.zeros(0)
+    return payload, {
+        "bits": 8 * len(payload),
+        "neg_elbo_bits": float(ne.sum()),
+        "discrete_neg_elbo_bits": float(dne.sum()),
+        "image_neg_elbo_bits": ne,
+        "initial_bits": 32 * msg.phantom_words,
+        "batch_bits": stats["batch_bits"],
+        "coded_pixels": int(images.shape[1] * (mask.sum() if mask is not None else n * images.shape[2] * images.shape[3])),
+    }
+
+
+def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | None = None,
+               config: EngineConfig = EngineConfig(), progress=None) -> np.ndarray:
+    """Inverse of `compress`: n images of shape image_shape (C, H, W) from the payload."""
+    c_, h, w = image_shape
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        if mask.shape != (n, h, w):
+            raise BBANSError(f"mask shape {mask.shape} does not match {n} images of {h}x{w}")
+    out = np.zeros((n, c_, h, w), dtype=np.uint8)
+    sizes = batch_partition(n, config.batch_size)
+    ends = np.cumsum(sizes)
+    done = 0
+    with _deterministic(config):
+        s = _Session(model, config)
+        msg = Message.from_bytes(payload, seed=config.seed)
+        latent_shape = s.model.latent_shape((c_, h, w))
+        d = int(np.prod(latent_shape))
+        for b in reversed(range(len(sizes))):
+            size, end = sizes[b], int(ends[b])
+            start = end - size
+            m = None if mask is None else torch.as_tensor(mask[start:end], device=s.device)
+            z_idx = s.prior_codec(size * d).pop(msg)
+            z = s.latents(z_idx, (size,) + tuple(latent_shape))
+            with torch.no_grad():
+                params = s.model.decode(z)
+            x = s.observation_codec(params, m).pop(msg)
+            x = torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape(size, c_, h, w), device=s.device)
+            mu, std = s.posterior(x, b)
+            s.latent_codec(mu, std).push(msg, z_idx)
+            out[start:end] = x.cpu().numpy()
+            done += size
+            if progress is not None:
+                progress(done, n)
+    if msg != Message(msg.lanes, seed=config.seed):
+        raise MismatchError(
+            "decoded message did not return to its initial state: the archive was made with other "
+            "settings, another model, or arithmetic this machine does not reproduce"
+        )
+    return out
