@@ -1,0 +1,1209 @@
+"""The `.bb` archive: a tree of files, images coded by VAE models, the rest stored (docs/FORMAT.md).
+
+Three layers:
+- the container: `pack` builds the bytes, `Reader` checks them (magic, version, lengths, the
+  trailing sha256, the header's schema and every entry name) before anything is allocated or
+  written;
+- `create`: walks input paths, routes each file (images.probe), codes the tiles of each model
+  group in one engine call, stores everything else with LZMA2;
+- `decode_entries` / `verify` / `extract`: the mirror image. `extract` decodes into a staging
+  folder and only then moves the result into place, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from bbans import __version__, images
+from bbans.errors import ArchiveError, BBANSError, MismatchError
+
+MAGIC = b"BBANS\x00"
+FORMAT_VERSION = 1
+# magic, format version, header length (compressed), header length (JSON), payload length
+_PREAMBLE = struct.Struct("<6sHIIQ")
+PREAMBLE_SIZE = _PREAMBLE.size  # 24
+TRAILER_SIZE = 32  # sha256 of everything before it
+OVERHEAD_FIXED = PREAMBLE_SIZE + TRAILER_SIZE
+
+# LZMA2 never expands data by more than ~7000x (measured 6841x on 100 MB of zeros), so a stored
+# entry declaring more than this is a bomb or a lie, refused before decoding.
+LZMA_MAX_RATIO = 8192
+LZMA_MAX_DICT = 64 << 20
+MAX_HEADER_JSON = 1 << 30
+HEADER_DICT = 1 << 20
+# Per-entry checksums are the first 8 bytes of a sha256: they catch decoding that went wrong
+# (the trailing full sha256 already catches corruption), and a full digest would cost more
+# than the model spends on a small image.
+CHECKSUM_HEX = 16
+# A model group may not declare more coded values than its payload could plausibly carry:
+# at least 1/4096 bit per value (real models spend far more), plus a fixed allowance.
+GROUP_DIMS_FIXED = 1 << 24
+GROUP_DIMS_PER_BIT = 4096
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+STAGING_PREFIX = ".bbans-partial-"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Warn = Callable[[str], None]
+
+
+def _noop_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _noop_warn(msg: str) -> None:
+    pass
+
+
+# ---- the container ---------------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:CHECKSUM_HEX]
+
+
+def _lzma_filters(dict_size: int, preset: int | None = 9 | lzma.PRESET_EXTREME) -> list[dict]:
+    f = {"id": lzma.FILTER_LZMA2, "dict_size": dict_size}
+    if preset is not None:
+        f["preset"] = preset
+    return [f]
+
+
+def _dict_size_for(n: int) -> int:
+    # Sized to the data: preset 9's 64 MiB dictionary costs ~100x the time on small inputs.
+    size = 4096
+    while size < n and size < LZMA_MAX_DICT:
+        size *= 2
+    return size
+
+
+def pack(header: dict, blobs: list[bytes]) -> bytes:
+    """Archive bytes: preamble, LZMA2-compressed JSON header, the blobs back to back, sha256."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    head = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
+    payload_len = sum(len(b) for b in blobs)
+    h = hashlib.sha256()
+    out = io.BytesIO()
+    for part in (_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(head), len(raw), payload_len), head, *blobs):
+        h.update(part)
+        out.write(part)
+    out.write(h.digest())
+    return out.getvalue()
+
+
+class _Blobs:
+    """Hands out consecutive (offset, length) slots in the payload area."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.end = 0
+
+    def add(self, data: bytes) -> dict:
+        ref = {"offset": self.end, "length": len(data)}
+        self.parts.append(data)
+        self.end += len(data)
+        return ref
+
+
+class Reader:
+    """A checked archive. Construction validates everything that can be validated without
+    decoding; blobs are read lazily from the file (or bytes)."""
+
+    def __init__(self, source: str | os.PathLike | bytes):
+        self.name = "<memory>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+        if isinstance(source, (bytes, bytearray)):
+            self._f = io.BytesIO(bytes(source))
+            size = len(source)
+        else:
+            try:
+                self._f = open(source, "rb")
+                st = os.fstat(self._f.fileno())
+            except FileNotFoundError:
+                raise BBANSError(f"{self.name}: no such file") from None
+            except IsADirectoryError:
+                raise BBANSError(f"{self.name}: is a directory, not an archive") from None
+            except OSError as exc:
+                raise BBANSError(f"{self.name}: cannot read ({exc.strerror})") from None
+            if not stat.S_ISREG(st.st_mode):
+                self._f.close()
+                raise BBANSError(f"{self.name}: not a regular file")
+            size = st.st_size
+        self.size = size
+        try:
+            self._check(size)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check(self, size: int) -> None:
+        f = self._f
+        pre = f.read(PREAMBLE_SIZE)
+        if len(pre) < 8 or pre[:6] != MAGIC:
+            raise ArchiveError(f"{self.name}: not a bbans archive (bad magic)")
+        version = struct.unpack("<H", pre[6:8])[0]
+        if version > FORMAT_VERSION:
+            raise ArchiveError(
+                f"{self.name}: made by a newer bbans (format {version}); this bbans "
+                f"{__version__} reads format {FORMAT_VERSION}"
+            )
+        if version != FORMAT_VERSION:
+            raise ArchiveError(f"{self.name}: unknown archive format {version}")
+        if len(pre) < PREAMBLE_SIZE:
+            raise ArchiveError(f"{self.name}: truncated ({size} bytes, shorter than the preamble)")
+        _, _, head_len, raw_len, payload_len = _PREAMBLE.unpack(pre)
+        want = OVERHEAD_FIXED + head_len + payload_len
+        if want > size:
+            raise ArchiveError(f"{self.name}: truncated (declares {want} bytes, file has {size})")
+        if want < size:
+            raise ArchiveError(f"{self.name}: {size - want} unexpected bytes after the end of the archive")
+        # The checksum first: every later check may then assume the bytes are as written.
+        h = hashlib.sha256(pre)
+        left = size - PREAMBLE_SIZE - TRAILER_SIZE
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                raise ArchiveError(f"{self.name}: truncated while reading")
+            h.update(chunk)
+            left -= len(chunk)
+        if f.read(TRAILER_SIZE) != h.digest():
+            raise ArchiveError(f"{self.name}: checksum mismatch (the archive is corrupt)")
+        if raw_len > min(MAX_HEADER_JSON, LZMA_MAX_RATIO * head_len + 4096):
+            raise ArchiveError(f"{self.name}: header declares {raw_len} bytes from {head_len} compressed")
+        f.seek(PREAMBLE_SIZE)
+        try:
+            raw = b"".join(unstore_chunks(f.read(head_len), {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
+        except ArchiveError:
+            raise ArchiveError(f"{self.name}: header does not decompress") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ArchiveError(f"{self.name}: header is not valid JSON") from None
+        self.header_len, self.payload_len = head_len, payload_len
+        self.payload_start = PREAMBLE_SIZE + head_len
+        try:
+            _validate_header(header, payload_len)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.name}: {exc}") from None
+        self.header = header
+        self.entries: list[dict] = header["entries"]
+        self.groups: list[dict] = header["groups"]
+
+    def blob(self, ref: dict) -> bytes:
+        self._f.seek(self.payload_start + ref["offset"])
+        data = self._f.read(ref["length"])
+        if len(data) != ref["length"]:
+            raise ArchiveError(f"{self.name}: truncated while reading a payload")
+        return data
+
+    @property
+    def overhead(self) -> int:
+        return OVERHEAD_FIXED + self.header_len
+
+
+# ---- header validation -----------------------------------------------------------------------
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ArchiveError(f"invalid header: {what}")
+
+
+def _is_int(v, lo: int = 0, hi: int = 1 << 62) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_name(path) -> None:
+    """Reject names that could land outside the output folder or differ across systems."""
+    _need(isinstance(path, str) and path != "", "an entry name is empty or not a string")
+    shown = repr(path)
+    if "\x00" in path:
+        raise ArchiveError(f"entry name {shown} contains a NUL byte")
+    if "\\" in path:
+        raise ArchiveError(f"entry name {shown} contains a backslash")
+    if path.startswith("/"):
+        raise ArchiveError(f"entry name {shown} is an absolute path")
+    if _DRIVE.match(path):
+        raise ArchiveError(f"entry name {shown} starts with a drive letter")
+    for part in path.split("/"):
+        if part == "..":
+            raise ArchiveError(f"entry name {shown} climbs out of the output folder ('..')")
+        if part in ("", "."):
+            raise ArchiveError(f"entry name {shown} has an empty or '.' component")
+    if path.split("/")[0].startswith(STAGING_PREFIX):
+        raise ArchiveError(f"entry name {shown} is reserved for bbans' staging folder")
+
+
+def _validate_ref(ref, payload_len: int, end: int, what: str) -> int:
+    _need(isinstance(ref, dict), f"{what}: payload reference missing")
+    _need(_is_int(ref.get("offset")) and _is_int(ref.get("length")), f"{what}: bad payload reference")
+    # Blobs tile the payload area in header order; anything else is not an archive bbans wrote.
+    _need(ref["offset"] == end, f"{what}: payload out of order")
+    _need(ref["offset"] + ref["length"] <= payload_len, f"{what}: payload runs past the end of the file")
+    return end + ref["length"]
+
+
+def _validate_header(h, payload_len: int) -> None:
+    _need(isinstance(h, dict), "not an object")
+    _need(h.get("format") == FORMAT_VERSION, "format field disagrees with the preamble")
+    groups, entries = h.get("groups"), h.get("entries")
+    _need(isinstance(groups, list) and isinstance(entries, list), "groups/entries missing")
+    end = 0
+    for gi, g in enumerate(groups):
+        what = f"group {gi}"
+        _need(isinstance(g, dict), what)
+        _need(g.get("model") in images.TILES, f"{what}: unknown model {g.get('model')!r}")
+        _need(isinstance(g.get("model_hash"), str), f"{what}: model hash missing")
+        _need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
+        _need(isinstance(g.get("engine"), dict), f"{what}: engine settings missing")
+        _need(_is_int(g.get("tiles"), 1), f"{what}: bad tile count")
+        _need(isinstance(g.get("masked"), bool), f"{what}: mask flag missing")
+        end = _validate_ref(g.get("payload"), payload_len, end, what)
+        c, th, tw = images.TILES[g["model"]]
+        dims = g["tiles"] * c * th * tw
+        if dims > GROUP_DIMS_FIXED + GROUP_DIMS_PER_BIT * 8 * g["payload"]["length"]:
+            raise ArchiveError(
+                f"{what} declares {g['tiles']} tiles, far more than its {g['payload']['length']}-byte "
+                "payload can hold"
+            )
+    seen: dict[str, str] = {}
+    next_tile = [0] * len(groups)
+    for i, e in enumerate(entries):
+        _need(isinstance(e, dict), f"entry {i}")
+        path = e.get("path")
+        check_name(path)
+        kind = e.get("kind")
+        what = f"entry {path!r}"
+        if path in seen:
+            raise ArchiveError(f"duplicate entry name {path!r}")
+        seen[path] = kind
+        if kind == "dir":
+            pass
+        elif kind == "symlink":
+            _need(isinstance(e.get("target"), str) and e["target"] and "\x00" not in e["target"],
+                  f"{what}: bad symlink target")
+        elif kind == "stored":
+            _need(_is_int(e.get("size")), f"{what}: bad size")
+            _need(isinstance(e.get("sha256"), str), f"{what}: checksum missing")
+            data = e.get("data")
+            end = _validate_ref(data, payload_len, end, what)
+            codec = data.get("codec")
+            if codec == "raw":
+                _need(e["size"] == data["length"], f"{what}: raw size disagrees with its payload")
+            elif codec == "lzma2":
+                _need(_is_int(data.get("dict_size"), 4096, LZMA_MAX_DICT), f"{what}: bad LZMA2 dictionary size")
+                if e["size"] > LZMA_MAX_RATIO * data["length"] + 4096:
+                    raise ArchiveError(f"{what} declares {e['size']} bytes from {data['length']} compressed")
+            else:
+                raise ArchiveError(f"{what}: unknown codec {codec!r}")
+        elif kind == "model":
+            gi = e.get("group")
+            _need(_is_int(gi, 0, len(groups) - 1) if groups else False, f"{what}: bad group")
+            img = e.get("image")
+            _need(isinstance(img, dict), f"{what}: image description missing")
+            _need(img.get("format") in images.LOSSLESS_FORMATS, f"{what}: bad image format")
+            _need(img.get("mode") in ("1", "L", "RGB"), f"{what}: bad image mode")
+            _need(_is_int(img.get("width"), 1) and _is_int(img.get("height"), 1), f"{what}: bad size")
+            _need(img["width"] * img["height"] <= images.MAX_PIXELS, f"{what}: image too large")
+            _need(isinstance(img.get("meta", {}), dict), f"{what}: bad metadata")
+            _need(isinstance(e.get("sha256"), str), f"{what}: checksum missing")
+            model = groups[gi]["model"]
+            c, th, tw = images.TILES[model]
+            _need(model in images.routes_for(img["mode"], True), f"{what}: model {model} cannot code mode {img['mode']}")
+            tiles = e.get("tiles")
+            _need(isinstance(tiles, list) and len(tiles) == 2 and all(_is_int(t) for t in tiles), f"{what}: bad tiles")
+            _need(tiles[0] == next_tile[gi], f"{what}: tiles out of order")
+            _need(tiles[1] == images.tile_count(img["width"], img["height"], (th, tw)), f"{what}: tile count disagrees with size")
+            next_tile[gi] += tiles[1]
+            _need(next_tile[gi] <= groups[gi]["tiles"], f"{what}: more tiles than its group holds")
+        else:
+            raise ArchiveError(f"{what}: unknown kind {kind!r}")
+        for key in ("perm", "mtime_ns"):
+            if key in e:
+                _need(_is_int(e[key], -(1 << 62)), f"{what}: bad {key}")
+    for gi, g in enumerate(groups):
+        _need(next_tile[gi] == g["tiles"], f"group {gi}: entries cover {next_tile[gi]} of {g['tiles']} tiles")
+    _need(end == payload_len, "payload area holds bytes no entry uses")
+    # A file may not be the parent of another entry, and nothing may live under a symlink:
+    # writing there would follow the link.
+    for path in seen:
+        parts = path.split("/")
+        for k in range(1, len(parts)):
+            parent = "/".join(parts[:k])
+            if parent in seen and seen[parent] != "dir":
+                raise ArchiveError(f"entry {path!r} lies under {parent!r}, which is a {seen[parent]}, not a folder")
+
+
+# ---- stored entries --------------------------------------------------------------------------
+
+
+def store(data: bytes) -> tuple[bytes, dict]:
+    """Raw LZMA2 at preset 9e, or the bytes themselves when that does not help."""
+    dict_size = _dict_size_for(len(data))
+    packed = lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma_filters(dict_size))
+    if len(packed) < len(data):
+        return packed, {"codec": "lzma2", "dict_size": dict_size}
+    return data, {"codec": "raw"}
+
+
+def unstore_chunks(blob: bytes, spec: dict, size: int) -> Iterator[bytes]:
+    """The stored bytes in pieces, never producing more than the declared size."""
+    if spec["codec"] == "raw":
+        yield blob
+        return
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(spec["dict_size"], None))
+    produced = 0
+    data = blob
+    try:
+        while True:
+            chunk = d.decompress(data, max_length=min(1 << 20, size - produced + 1))
+            data = b""
+            produced += len(chunk)
+            if produced > size:
+                raise ArchiveError("stored entry decodes to more bytes than declared")
+            if chunk:
+                yield chunk
+            if d.eof or (not chunk and d.needs_input):
+                break
+    except lzma.LZMAError:
+        raise ArchiveError("stored entry is not valid LZMA2 data") from None
+    if produced != size:
+        raise ArchiveError(f"stored entry decodes to {produced} bytes, declared {size}")
+
+
+# ---- reading the inputs ----------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    path: str  # archive name
+    kind: str  # "file" | "dir" | "symlink"
+    source: str  # where it was found
+    st: os.stat_result
+    target: str = ""
+
+
+@dataclass
+class Scan:
+    items: list[_Input] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
+
+
+def _portable_name_problem(name: str) -> str:
+    try:
+        check_name(name)
+    except ArchiveError as exc:
+        return str(exc)
+    return ""
+
+
+def scan(roots: list[str], exclude: set[str] | None = None) -> Scan:
+    """Walk the inputs. A folder root contributes its contents (names relative to it); a file
+    root contributes its base name. Symlinks named on the command line are followed; symlinks
+    inside folders are recorded as links. Two inputs mapping to one name is an error."""
+    exclude = exclude or set()
+    out = Scan()
+    owner: dict[str, _Input] = {}
+
+    def add(item: _Input) -> None:
+        prev = owner.get(item.path)
+        if prev is not None:
+            if prev.kind == "dir" and item.kind == "dir":
+                return  # two roots sharing a subfolder: merged
+            raise BBANSError(
+                f"two inputs would both be stored as {item.path!r}: {prev.source} and {item.source}; "
+                "compress them into separate archives or rename one"
+            )
+        problem = _portable_name_problem(item.path)
+        if problem:
+            out.skipped.append((item.source, f"name cannot be stored portably ({problem})"))
+            return
+        owner[item.path] = item
+        out.items.append(item)
+
+    def walk(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            raise BBANSError(f"cannot list {folder}: {exc.strerror}") from None
+        for d in names:
+            src = os.path.join(folder, d.name)
+            name = f"{prefix}{d.name}"
+            try:
+                st = os.lstat(src)
+            except OSError as exc:
+                raise BBANSError(f"cannot read {src}: {exc.strerror}") from None
+            if os.path.realpath(src) in exclude and not stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                add(_Input(name, "symlink", src, st, os.readlink(src)))
+            elif stat.S_ISDIR(st.st_mode):
+                add(_Input(name, "dir", src, st))
+                walk(src, name + "/")
+            elif stat.S_ISREG(st.st_mode):
+                add(_Input(name, "file", src, st))
+            else:
+                out.skipped.append((src, _special_kind(st.st_mode)))
+
+    for root in roots:
+        try:
+            st = os.stat(root)  # follows a symlink named on the command line
+        except FileNotFoundError:
+            raise BBANSError(f"{root}: no such file or folder") from None
+        except OSError as exc:
+            raise BBANSError(f"{root}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            walk(root, "")
+        elif stat.S_ISREG(st.st_mode):
+            name = os.path.basename(os.path.normpath(os.path.abspath(root)))
+            if os.path.realpath(root) not in exclude:
+                add(_Input(name, "file", root, st))
+        else:
+            out.skipped.append((root, _special_kind(st.st_mode)))
+    out.items.sort(key=lambda i: i.path)
+    return out
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (fifo) skipped"
+    if stat.S_ISSOCK(mode):
+        return "socket skipped"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file skipped"
+    return "special file skipped"
+
+
+def _read_regular(path: str) -> bytes:
+    """Read a file that must still be a regular file; never blocks on a fifo swapped in."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise BBANSError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BBANSError(f"{path} changed into a non-regular file while reading")
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def available_models() -> dict[str, dict]:
+    """Bundled models by name; empty when the checkpoint module or the weights are absent."""
+    try:
+        from bbans import checkpoints
+    except ImportError:
+        return {}
+    try:
+        return {m["name"]: m for m in checkpoints.list_models()}
+    except BBANSError:
+        return {}
+
+
+class _Models:
+    """Loads each (model, encoder) once."""
+
+    def __init__(self) -> None:
+        self.cache: dict = {}
+
+    def get(self, name: str, encoder: str, device: str):
+        key = (name, encoder, device)
+        if key not in self.cache:
+            from bbans import checkpoints
+
+            self.cache[key] = checkpoints.load_model(name, encoder=encoder, device=device)
+        return self.cache[key]
+
+
+def _versions() -> dict:
+    import numpy
+    import torch
+
+    return {"bbans": __version__, "numpy": numpy.__version__, "torch": torch.__version__}
+
+
+# ---- create ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    model: str = "auto"  # "auto", "none" or a model name
+    encoder: str = "refit"
+    K: int = 0
+    device: str = "auto"
+    batch_size: int = 256
+    lanes: int | None = None  # None: auto_lanes
+    seed: int = 0
+
+
+def auto_lanes(coded_dims: int) -> int:
+    """Each lane ends as an 8-byte head in the payload: few lanes for a few images, up to 128
+    (the engine's vector width) once there are ~256k values to code."""
+    lanes = 8
+    while lanes < 128 and lanes * 2048 * 2 <= coded_dims:
+        lanes *= 2
+    return lanes
+
+
+def create(roots: list[str], opts: Options, progress: Progress = _noop_progress, warn: Warn = _noop_warn,
+           exclude: set[str] | None = None) -> tuple[bytes, dict]:
+    """Build an archive of `roots`. Returns (archive bytes, report)."""
+    sc = scan(roots, exclude)
+    for src, why in sc.skipped:
+        warn(f"{src}: {why}")
+    have = available_models() if opts.model != "none" else {}
+    if opts.model not in ("auto", "none"):
+        if opts.model not in images.TILES:
+            raise BBANSError(f"unknown model {opts.model!r}; choose auto, none, {', '.join(images.TILES)}")
+        if opts.model not in have:
+            raise BBANSError(f"model {opts.model!r} is not bundled with this bbans (see `bbans models`)")
+    allowed = set(have) if opts.model == "auto" else ({opts.model} & set(have))
+    notes: list[str] = []
+
+    files = [i for i in sc.items if i.kind == "file"]
+    entries: list[dict] = []
+    datas: dict[str, bytes] = {}
+    probes: dict[str, images.Probe] = {}
+    chosen: dict[str, str] = {}
+    missing_models: dict[tuple[str, str], int] = {}
+    for n, item in enumerate(files):
+        progress("reading", n, len(files))
+        data = _read_regular(item.source)
+        datas[item.path] = data
+        p = images.probe(data)
+        probes[item.path] = p
+        usable = [m for m in p.routes if m in allowed]
+        miss = None
+        if usable:
+            chosen[item.path] = usable[0]
+            if opts.model == "auto" and usable[0] != p.routes[0]:
+                miss = (p.routes[0], f"coded with {usable[0]}")
+        elif p.routes and opts.model == "auto":
+            miss = (p.routes[0], "stored with LZMA2")
+            p.reason = f"model {p.routes[0]} not bundled"
+        if miss:
+            missing_models[miss] = missing_models.get(miss, 0) + 1
+        elif p.routes:
+            p.reason = "--model none" if opts.model == "none" else f"not served by --model {opts.model}"
+    progress("reading", len(files), len(files))
+    for (name, went), count in sorted(missing_models.items()):
+        notes.append(f"model {name} is not bundled: {count} image(s) {went} instead")
+
+    # Model groups, in the order of first use over the sorted entries: deterministic.
+    group_order: list[str] = []
+    for path in sorted(chosen):
+        if chosen[path] not in group_order:
+            group_order.append(chosen[path])
+
+    device = opts.device
+    groups: list[dict] = []
+    blobs = _Blobs()
+    tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
+    est_bits: dict[str, float] = {}
+    if group_order:
+        from bbans import bitsback
+
+        device = bitsback.resolve_device(opts.device)
+        models = _Models()
+        versions = _versions()
+        for gi, name in enumerate(group_order):
+            c, th, tw = images.TILES[name]
+            members = [p for p in sorted(chosen) if chosen[p] == name]
+            tiles_l, masks_l, counts = [], [], []
+            for path in members:
+                pr = probes[path]
+                t, m = images.tile(images.to_model(pr.pixels, pr.mode, name), (th, tw))
+                tiles_l.append(t)
+                masks_l.append(m)
+                counts.append(len(t))
+            tiles = np.concatenate(tiles_l)
+            mask = np.concatenate(masks_l)
+            masked = not bool(mask.all())
+            model, meta = models.get(name, opts.encoder, device)
+            lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
+            config = bitsback.EngineConfig(K=opts.K, seed=opts.seed, lanes=lanes,
+                                           batch_size=opts.batch_size, device=device)
+            stage = f"coding {len(members)} image(s) with {name}"
+            payload, stats = bitsback.compress(
+                model, tiles, mask if masked else None, config,
+                progress=lambda done, total, s=stage: progress(s, done, total),
+            )
+            per_tile = np.asarray(stats.get("image_bits", stats.get("image_neg_elbo_bits", np.zeros(len(tiles)))),
+                                  dtype=float)
+            start = 0
+            for path, count in zip(members, counts):
+                tile_plan[path] = (gi, start, count)
+                est_bits[path] = float(per_tile[start:start + count].sum()) if len(per_tile) == len(tiles) else 0.0
+                start += count
+            groups.append({
+                "model": name,
+                "model_hash": meta["hash"],
+                "encoder": opts.encoder,
+                "engine": config.to_dict(),
+                "tiles": int(len(tiles)),
+                "masked": masked,
+                "coded_dims": int(mask.sum()) * c,
+                "payload": blobs.add(payload),
+                "versions": versions,
+                "fingerprint": bitsback.fingerprint(config) if hasattr(bitsback, "fingerprint") else {},
+                "neg_elbo_bits": float(stats.get("neg_elbo_bits", 0.0)),
+            })
+
+    stored_n = 0
+    n_stored_total = sum(1 for i in files if i.path not in tile_plan)
+    for item in sc.items:
+        e: dict = {"path": item.path, "kind": item.kind if item.kind != "file" else ""}
+        if item.kind == "symlink":
+            e["target"] = item.target
+            entries.append(e)
+            continue
+        e["perm"] = stat.S_IMODE(item.st.st_mode) & 0o777
+        e["mtime_ns"] = item.st.st_mtime_ns
+        if item.kind == "dir":
+            entries.append(e)
+            continue
+        data = datas.pop(item.path)
+        pr = probes.pop(item.path)
+        e["size"] = len(data)
+        if item.path in tile_plan:
+            gi, start, count = tile_plan[item.path]
+            e["kind"] = "model"
+            e["group"] = gi
+            e["tiles"] = [start, count]
+            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1],
+                          "meta": pr.meta}
+            e["sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
+            e["est_bits"] = round(est_bits[item.path], 3)
+        else:
+            progress("storing", stored_n, n_stored_total)
+            stored_n += 1
+            blob, spec = store(data)
+            e["kind"] = "stored"
+            e["sha256"] = checksum(data)
+            e["data"] = {**blobs.add(blob), **spec}
+            e["why"] = pr.reason or "not an image"
+            if pr.is_image and pr.mode and pr.size:
+                e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+        entries.append(e)
+    progress("storing", n_stored_total, n_stored_total)
+
+    # Payload order must be header order (groups, then entries): the reader insists on it.
+    header = {
+        "format": FORMAT_VERSION,
+        "created_by": {"bbans": __version__},
+        "device": device if group_order else None,
+        "groups": groups,
+        "entries": entries,
+    }
+    archive = pack(header, blobs.parts)
+    report = describe_header(header, len(archive), len(archive) - blobs.end)
+    report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
+    report["notes"] = notes
+    return archive, report
+
+
+# ---- describing ------------------------------------------------------------------------------
+
+
+def _dims(img: dict | None) -> int:
+    if not img:
+        return 0
+    return img["width"] * img["height"] * (3 if img["mode"] == "RGB" else 1)
+
+
+def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict:
+    """Sizes and rates per entry and per model group (what `info` and `compress` print)."""
+    groups = []
+    for g in header["groups"]:
+        plen = g["payload"]["length"]
+        dims = g.get("coded_dims") or 0
+        eng = g.get("engine", {})
+        groups.append({
+            "model": g["model"], "model_hash": g["model_hash"], "encoder": g["encoder"],
+            "K": eng.get("K"), "device": eng.get("device"), "lanes": eng.get("lanes"),
+            "batch_size": eng.get("batch_size"), "tiles": g["tiles"], "payload_bytes": plen,
+            "coded_dims": dims, "bits_per_dim": (8 * plen / dims) if dims else None,
+            "versions": g.get("versions", {}),
+        })
+    entries = []
+    input_bytes = 0
+    for e in header["entries"]:
+        row = {"path": e["path"], "kind": e["kind"]}
+        if e["kind"] == "symlink":
+            row["target"] = e["target"]
+        if e["kind"] in ("model", "stored"):
+            input_bytes += e["size"]
+            row["size"] = e["size"]
+            dims = _dims(e.get("image"))
+            if e["kind"] == "model":
+                g = header["groups"][e["group"]]
+                gd = g.get("coded_dims") or 0
+                # The group payload is one message; an entry's share is its ELBO-based estimate
+                # scaled so the shares add up to the payload.
+                total_est = sum(x.get("est_bits", 0) for x in header["entries"]
+                                if x["kind"] == "model" and x["group"] == e["group"])
+                if total_est > 0:
+                    share = 8 * g["payload"]["length"] * e.get("est_bits", 0) / total_est
+                else:
+                    share = 8 * g["payload"]["length"] * (dims / gd if gd else 0)
+                row["coded_bytes"] = share / 8
+                row["how"] = g["model"]
+            else:
+                row["coded_bytes"] = e["data"]["length"]
+                row["how"] = e["data"]["codec"]
+                row["why"] = e.get("why", "")
+            if dims:
+                row["bits_per_dim"] = 8 * row["coded_bytes"] / dims
+            img = e.get("image")
+            if img:
+                row["image"] = f"{img['format']} {img['mode']} {img['width']}x{img['height']}"
+        entries.append(row)
+    return {
+        "format": header["format"], "created_by": header.get("created_by", {}),
+        "device": header.get("device"), "archive_bytes": archive_bytes, "input_bytes": input_bytes,
+        "overhead_bytes": header_bytes, "groups": groups, "entries": entries,
+    }
+
+
+def info(path: str) -> dict:
+    with Reader(path) as r:
+        return describe_header(r.header, r.size, r.overhead)
+
+
+# ---- decoding --------------------------------------------------------------------------------
+
+
+@dataclass
+class Decoded:
+    entry: dict
+    data: bytes | None = None  # whole file (model entries); None for dirs/symlinks
+    chunks: Iterator[bytes] | None = None  # stored entries, streamed and checked
+
+
+def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[int, np.ndarray]:
+    if not r.groups:
+        return {}
+    from bbans import bitsback
+
+    models = _Models()
+    out = {}
+    for gi, g in enumerate(r.groups):
+        config = bitsback.EngineConfig.from_dict(g["engine"])
+        device = config.device
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise MismatchError(
+                    f"{mismatch_name} was coded on a GPU (device class cuda); its arithmetic is only "
+                    "reproduced on one and no CUDA device is visible here"
+                )
+        have = available_models()
+        if g["model"] not in have:
+            raise MismatchError(f"{mismatch_name} needs model {g['model']!r}, which this bbans does not bundle")
+        model, meta = models.get(g["model"], g["encoder"], device)
+        if meta["hash"] != g["model_hash"]:
+            raise MismatchError(
+                f"{mismatch_name} was coded with {g['model']} ({g['encoder']}) weights "
+                f"{g['model_hash'][:12]}, this bbans bundles {meta['hash'][:12]}"
+            )
+        c, th, tw = images.TILES[g["model"]]
+        mask = None
+        if g["masked"]:
+            mask = np.concatenate([
+                images.tile_mask(e["image"]["width"], e["image"]["height"], (th, tw))
+                for e in r.entries if e["kind"] == "model" and e["group"] == gi
+            ])
+        stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
+        tiles = bitsback.decompress(
+            model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask, config=config,
+            progress=lambda done, total, s=stage: progress(s, done, total),
+        )
+        out[gi] = np.asarray(tiles, dtype=np.uint8).reshape(g["tiles"], c, th, tw)
+    return out
+
+
+def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[Decoded]:
+    """Every entry, decoded and checked against its checksum (MismatchError names the entry)."""
+    groups = _decode_groups(r, progress, r.name)
+    for e in r.entries:
+        if e["kind"] == "model":
+            gi = e["group"]
+            start, count = e["tiles"]
+            img = e["image"]
+            model = r.groups[gi]["model"]
+            arr = images.untile(groups[gi][start:start + count], img["width"], img["height"])
+            pixels = images.from_model(arr, img["mode"], model)
+            if images.pixel_sha256(pixels)[:CHECKSUM_HEX] != e["sha256"]:
+                raise MismatchError(f"{e['path']}: decoded pixels do not match their checksum")
+            try:
+                data = images.encode(pixels, img["mode"], img["format"], img.get("meta", {}))
+            except (ValueError, TypeError, KeyError, OSError) as exc:
+                raise ArchiveError(f"{e['path']}: cannot write its image metadata ({exc})") from None
+            yield Decoded(e, data=data)
+        elif e["kind"] == "stored":
+            yield Decoded(e, chunks=_checked_chunks(r, e))
+        else:
+            yield Decoded(e)
+
+
+def _checked_chunks(r: Reader, e: dict) -> Iterator[bytes]:
+    h = hashlib.sha256()
+    try:
+        for chunk in unstore_chunks(r.blob(e["data"]), e["data"], e["size"]):
+            h.update(chunk)
+            yield chunk
+    except ArchiveError as exc:
+        raise ArchiveError(f"{e['path']}: {exc}") from None
+    if h.hexdigest()[:CHECKSUM_HEX] != e["sha256"]:
+        raise MismatchError(f"{e['path']}: stored bytes do not match their checksum")
+
+
+def verify(source, progress: Progress = _noop_progress) -> int:
+    """Decode everything in memory and compare checksums; returns the number of entries."""
+    with Reader(source) as r:
+        n = 0
+        for d in decode_entries(r, progress):
+            if d.chunks is not None:
+                for _ in d.chunks:
+                    pass
+            n += 1
+        return n
+
+
+# ---- extract ---------------------------------------------------------------------------------
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def conflicts(entries: list[dict], outdir: str, force: bool) -> list[str]:
+    """Existing paths that block extraction (all of them without -f; folders-for-files with -f)."""
+    bad = []
+    for e in entries:
+        target = os.path.join(outdir, *e["path"].split("/"))
+        if not os.path.lexists(target):
+            continue
+        is_dir = os.path.isdir(target) and not os.path.islink(target)
+        if e["kind"] == "dir":
+            if not is_dir:
+                bad.append(f"{target} exists and is not a folder")
+        elif is_dir:
+            bad.append(f"{target} is a folder")
+        elif not force:
+            bad.append(f"{target} exists")
+    return bad
+
+
+def extract(archive_path: str, outdir: str, force: bool = False, progress: Progress = _noop_progress,
+            warn: Warn = _noop_warn) -> dict:
+    """Restore the archive under `outdir`. Everything is decoded and checked in a staging folder
+    first; only then is it moved into place. A failure removes whatever this run created."""
+    with Reader(archive_path) as r:
+        outdir = os.path.abspath(outdir)
+        fresh = not os.path.lexists(outdir)
+        if not fresh and not os.path.isdir(outdir):
+            raise BBANSError(f"{outdir} exists and is not a folder")
+        if not fresh:
+            bad = conflicts(r.entries, outdir, force)
+            if bad:
+                more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+                hint = "" if force else "; use -f to overwrite files"
+                raise BBANSError(f"refusing to overwrite: {'; '.join(bad[:3])}{more}{hint}")
+        parent = os.path.dirname(outdir)
+        made_parents = _makedirs_tracked(parent)
+        # A fresh output folder is built beside its final place and renamed in one step; into an
+        # existing folder, entries are staged inside it and moved one by one.
+        stage_parent = parent if fresh else outdir
+        staging = tempfile.mkdtemp(prefix=(f".{os.path.basename(outdir)}" if fresh else "") + STAGING_PREFIX,
+                                   dir=stage_parent)
+        placed: list[str] = []
+        try:
+            skipped = _write_staging(r, staging, progress, warn)
+            if fresh:
+                os.chmod(staging, 0o777 & ~_umask())
+                try:
+                    os.rename(staging, outdir)
+                except OSError as exc:
+                    raise BBANSError(f"cannot create {outdir}: {exc.strerror}") from None
+                _fsync_dir(parent)
+            else:
+                _place(r.entries, staging, outdir, force, placed)
+                shutil.rmtree(staging, ignore_errors=True)
+                _fsync_dir(outdir)
+        except BaseException:
+            for p in reversed(placed):
+                try:
+                    if os.path.isdir(p) and not os.path.islink(p):
+                        os.rmdir(p)
+                    else:
+                        os.unlink(p)
+                except OSError:
+                    pass
+            if os.path.isdir(staging):
+                _make_writable(staging)
+                shutil.rmtree(staging, ignore_errors=True)
+            for p in reversed(made_parents):
+                try:
+                    os.rmdir(p)
+                except OSError:
+                    pass
+            raise
+        n_files = sum(1 for e in r.entries if e["kind"] in ("model", "stored"))
+        return {"outdir": outdir, "files": n_files, "entries": len(r.entries), "skipped": skipped}
+
+
+def _makedirs_tracked(folder: str) -> list[str]:
+    """mkdir -p that returns the folders it created, outermost first, so a failure can undo it."""
+    missing = []
+    p = folder
+    while p and not os.path.lexists(p):
+        missing.append(p)
+        up = os.path.dirname(p)
+        if up == p:
+            break
+        p = up
+    made = []
+    for p in reversed(missing):
+        try:
+            os.mkdir(p)
+        except OSError as exc:
+            for q in reversed(made):
+                try:
+                    os.rmdir(q)
+                except OSError:
+                    pass
+            raise BBANSError(f"cannot create {p}: {exc.strerror}") from None
+        made.append(p)
+    return made
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _make_writable(root: str) -> None:
+    for dirpath, dirnames, _ in os.walk(root):
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p):
+                try:
+                    os.chmod(p, 0o700)
+                except OSError:
+                    pass
+
+
+def _symlink_ok(link_rel: str, target: str) -> bool:
+    """Lexically, does a link at `link_rel` pointing at `target` stay inside the output folder?"""
+    if target.startswith("/") or "\\" in target or _DRIVE.match(target):
+        return False
+    base = link_rel.split("/")[:-1]
+    depth = len(base)
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        depth = depth - 1 if part == ".." else depth + 1
+        if depth < 0:
+            return False
+    return True
+
+
+def _write_staging(r: Reader, staging: str, progress: Progress, warn: Warn) -> list[dict]:
+    total = len(r.entries)
+    links, dirs, skipped = [], [], []
+    done = 0
+    for d in decode_entries(r, progress):
+        e = d.entry
+        target = os.path.join(staging, *e["path"].split("/"))
+        parent = os.path.dirname(target)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError:
+            raise _collision(e["path"]) from None
+        if e["kind"] == "dir":
+            try:
+                os.mkdir(target)
+            except FileExistsError:
+                if not os.path.isdir(target) or os.path.islink(target):
+                    raise _collision(e["path"]) from None
+            dirs.append(e)
+        elif e["kind"] == "symlink":
+            links.append(e)
+        else:
+            # O_EXCL: on a case-insensitive filesystem two archive names can be one file.
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except FileExistsError:
+                raise _collision(e["path"]) from None
+            with os.fdopen(fd, "wb") as f:
+                if d.data is not None:
+                    f.write(d.data)
+                else:
+                    for chunk in d.chunks:
+                        f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            _apply_meta(target, e)
+        done += 1
+        progress("restoring", done, total)
+    # Links last, so no file above was written through one.
+    for e in links:
+        target = os.path.join(staging, *e["path"].split("/"))
+        if not _symlink_ok(e["path"], e["target"]):
+            warn(f"{e['path']}: symlink to {e['target']!r} points outside the output folder; not restored")
+            skipped.append({"path": e["path"], "why": "symlink target outside the output folder"})
+            continue
+        try:
+            os.symlink(e["target"], target)
+        except FileExistsError:
+            raise _collision(e["path"]) from None
+    # Through chains of links a lexically-inside target can still resolve outside: check the
+    # real resolution now that every link exists, and drop the ones that escape.
+    real_root = os.path.realpath(staging)
+    for e in links:
+        target = os.path.join(staging, *e["path"].split("/"))
+        if os.path.islink(target) and not _inside(os.path.realpath(target), real_root):
+            os.unlink(target)
+            warn(f"{e['path']}: symlink to {e['target']!r} resolves outside the output folder; not restored")
+            skipped.append({"path": e["path"], "why": "symlink resolves outside the output folder"})
+    # Folder permissions and times last (deepest first): writing inside changes a folder's mtime,
+    # and a read-only folder would block the writes.
+    for e in sorted(dirs, key=lambda e: e["path"].count("/"), reverse=True):
+        _apply_meta(os.path.join(staging, *e["path"].split("/")), e)
+    return skipped
+
+
+def _collision(path: str) -> BBANSError:
+    return BBANSError(
+        f"{path}: collides with another entry on this filesystem (names differing only in case or "
+        "Unicode normalisation?); nothing was written"
+    )
+
+
+def _apply_meta(path: str, e: dict) -> None:
+    if "perm" in e:
+        os.chmod(path, e["perm"] & 0o777)
+    if "mtime_ns" in e:
+        try:
+            os.utime(path, ns=(e["mtime_ns"], e["mtime_ns"]))
+        except (OSError, OverflowError, ValueError):
+            pass
+
+
+def _place(entries: list[dict], staging: str, outdir: str, force: bool, placed: list[str]) -> None:
+    """Move staged entries into an existing output folder, never through a link out of it."""
+    real_out = os.path.realpath(outdir)
+    made_dirs: list[tuple[str, dict]] = []
+    for e in sorted(entries, key=lambda e: (e["kind"] != "dir", e["path"].count("/"), e["path"])):
+        rel = e["path"].split("/")
+        src = os.path.join(staging, *rel)
+        dst = os.path.join(outdir, *rel)
+        if not _inside(os.path.realpath(os.path.dirname(dst)), real_out):
+            raise BBANSError(f"{e['path']}: its folder in {outdir} is a link leading outside; refusing to write")
+        if not os.path.lexists(src):
+            continue  # a symlink refused during staging
+        if e["kind"] == "dir":
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                continue
+            os.mkdir(dst, 0o700)
+            placed.append(dst)
+            made_dirs.append((dst, e))
+            continue
+        existed = os.path.lexists(dst)
+        if existed and not force:
+            raise BBANSError(f"refusing to overwrite: {dst} appeared while decompressing")
+        if not existed:
+            # link() refuses to replace, closing the window between the check and the move.
+            try:
+                os.link(src, dst, follow_symlinks=False)
+                os.unlink(src)
+                placed.append(dst)
+                continue
+            except FileExistsError:
+                raise BBANSError(f"refusing to overwrite: {dst} appeared while decompressing") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES):
+                    raise
+            os.replace(src, dst)
+            placed.append(dst)
+        else:
+            os.replace(src, dst)
+    # Folders made here get their permissions and times once nothing more is written into them.
+    for dst, e in reversed(made_dirs):
+        _apply_meta(dst, e)
+
+
+# ---- writing the archive ---------------------------------------------------------------------
+
+
+def write_atomic(path: str, data: bytes, check: Callable[[str], None] | None = None) -> None:
+    """Write `data` to `path` via a temporary file in the same folder, fsync, optional check of
+    the temporary file, then rename over `path`."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(folder)

@@ -1,0 +1,299 @@
+"""`bbans compress`, `decompress`, `info` and `models`: the archive commands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+import click
+
+from bbans import archive, images
+from bbans.errors import BBANSError
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  error: bad input path, refused overwrite, model not bundled
+  2  usage error (unknown option, bad value)
+  3  archive corrupt, truncated, foreign or from a newer bbans
+  4  archive cannot be reproduced here (other model weights,
+     no GPU for a GPU-made archive) or a checksum failed
+  130 interrupted"""
+
+
+def _epilog(examples: str) -> str:
+    return f"{examples}\n\n{EXIT_CODES}"
+
+
+class _Progress:
+    """rich progress bars on stderr, one per stage; a no-op when quiet or not on a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None or total <= 0:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+def _progress(quiet: bool, as_json: bool) -> _Progress:
+    return _Progress(not quiet and not as_json and sys.stderr.isatty())
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"bbans: warning: {msg}", err=True)
+
+
+def _console():
+    from rich.console import Console
+
+    out = sys.stdout
+    return Console(file=out, width=None if out.isatty() else 120, highlight=False, soft_wrap=False)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def _bpd(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _print_entries(con, rep: dict) -> None:
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col, just in (("path", "left"), ("kind", "left"), ("image", "left"), ("size", "right"),
+                      ("coded", "right"), ("bits/dim", "right"), ("note", "left")):
+        t.add_column(col, justify=just)
+    for e in rep["entries"]:
+        if e["kind"] == "dir":
+            t.add_row(e["path"] + "/", "dir", "", "", "", "", "")
+        elif e["kind"] == "symlink":
+            t.add_row(e["path"], "symlink", "", "", "", "", f"-> {e['target']}")
+        else:
+            kind = f"model {e['how']}" if e["kind"] == "model" else f"stored {e['how']}"
+            t.add_row(e["path"], kind, e.get("image", ""), _fmt_bytes(e["size"]), _fmt_bytes(e["coded_bytes"]),
+                      _bpd(e.get("bits_per_dim")), e.get("why", ""))
+    con.print(t)
+
+
+def _print_summary(con, rep: dict, title: str) -> None:
+    files = [e for e in rep["entries"] if e["kind"] in ("model", "stored")]
+    coded = [e for e in files if e["kind"] == "model"]
+    stored = [e for e in files if e["kind"] == "stored"]
+    ratio = rep["input_bytes"] / rep["archive_bytes"] if rep["archive_bytes"] else 0
+    con.print(f"{title}: {len(files)} file(s), {_fmt_bytes(rep['input_bytes'])} -> "
+              f"{_fmt_bytes(rep['archive_bytes'])} ({ratio:.2f}x); "
+              f"{len(coded)} model-coded, {len(stored)} stored, overhead {_fmt_bytes(rep['overhead_bytes'])}")
+    for g in rep["groups"]:
+        con.print(f"  model {g['model']} ({g['encoder']} encoder, hash {g['model_hash'][:12]}): K={g['K']}, "
+                  f"device {g['device']}, {g['tiles']} tile(s), {_fmt_bytes(g['payload_bytes'])}, "
+                  f"{_bpd(g['bits_per_dim'])} bits/dim over {g['coded_dims']} coded values")
+    reasons: dict[str, int] = {}
+    for e in stored:
+        reasons[e.get("why", "")] = reasons.get(e.get("why", ""), 0) + 1
+    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        con.print(f"  stored {n}: {why}")
+
+
+def _dump_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# ---- compress --------------------------------------------------------------------------------
+
+
+@click.command("compress", epilog=_epilog("""\b
+Examples:
+  bbans compress digits/ -o digits.bb
+  bbans compress a.png b.bmp notes.txt -o mixed.bb --verify
+  bbans compress photos/ -o photos.bb --K 7 --device cuda
+  bbans compress scans/ -o scans.bb --model none   # LZMA only
+
+\b
+A folder's contents are stored relative to it; a file under its own
+name. Several inputs share one namespace: two inputs mapping to the
+same name stop the run. Images the models serve (grey, black-and-white,
+RGB; PNG/BMP/TIFF/PGM/PPM) are coded by the model; everything else is
+stored losslessly with LZMA2. Symlinks inside folders are stored as
+links; fifos, sockets and devices are skipped with a warning."""))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Archive to write (.bb).")
+@click.option("--K", "K", type=click.IntRange(0, 10000), default=0, show_default=True,
+              help="Adam steps of per-image optimal inference (0: amortised encoder only).")
+@click.option("--model", type=click.Choice(["auto", "none", *images.TILES]), default="auto", show_default=True,
+              help="auto: the best bundled model per image; NAME: only that model; none: store everything.")
+@click.option("--encoder", type=click.Choice(["refit", "baseline"]), default="refit", show_default=True,
+              help="Which bundled encoder computes the posteriors.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the arithmetic runs; decompression needs the same device class.")
+@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+              help="Tiles per engine batch.")
+@click.option("--lanes", type=click.IntRange(1, 1 << 16), default=None,
+              help="Interleaved rANS lanes, 8 bytes each in the archive [default: 8 to 128 by size].")
+@click.option("--verify", is_flag=True, help="Decode the new archive and compare checksums before keeping it.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
+@click.option("-v", "--verbose", is_flag=True, help="List every entry.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, verify, force, quiet, verbose, as_json):
+    """Compress image files and folders PATH... into one archive."""
+    if os.path.isdir(output):
+        raise BBANSError(f"{output} is a folder; give the archive's file name")
+    if os.path.lexists(output) and not force:
+        raise BBANSError(f"{output} exists; use -f to overwrite it")
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise BBANSError(f"{out_dir}: no such folder")
+    opts = archive.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes)
+    with _progress(quiet, as_json) as prog:
+        data, rep = archive.create(list(paths), opts, progress=prog, warn=_warn,
+                                   exclude={os.path.realpath(output)})
+        check = (lambda tmp: archive.verify(tmp, prog)) if verify else None
+        archive.write_atomic(output, data, check)
+    rep["archive"] = output
+    rep["verified"] = bool(verify)
+    for note in rep["notes"]:
+        _warn(note)
+    if as_json:
+        _dump_json(rep)
+    elif not quiet:
+        con = _console()
+        if verbose:
+            _print_entries(con, rep)
+        _print_summary(con, rep, f"wrote {output}")
+        if verify:
+            con.print("  verified: every entry decodes to its checksum")
+
+
+# ---- decompress ------------------------------------------------------------------------------
+
+
+def _default_outdir(path: str) -> str:
+    base = path[:-3] if path.endswith(".bb") and len(os.path.basename(path)) > 3 else path + ".out"
+    return base
+
+
+@click.command("decompress", epilog=_epilog("""\b
+Examples:
+  bbans decompress digits.bb              # into ./digits/
+  bbans decompress digits.bb -o restored/
+  bbans decompress digits.bb -o restored/ -f
+
+\b
+Model-coded images come back with the same pixels, mode, size, ICC
+profile and text metadata, written in their original format (PNG, BMP,
+TIFF, PGM/PPM), not byte-identical files; stored entries come back byte
+for byte. Everything is decoded and checked in a staging folder before
+it is moved into place: a failed run leaves nothing behind. Symlinks
+whose target would lie outside DIR are not restored (warning)."""))
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
+              help="Folder to restore into [default: ARCHIVE without .bb].")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing files in the output folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def decompress_cmd(archive_path, outdir, force, quiet, as_json):
+    """Restore every entry of ARCHIVE under a folder."""
+    outdir = outdir or _default_outdir(archive_path)
+    with _progress(quiet, as_json) as prog:
+        rep = archive.extract(archive_path, outdir, force=force, progress=prog, warn=_warn)
+    if as_json:
+        _dump_json(rep)
+    elif not quiet:
+        click.echo(f"restored {rep['files']} file(s), {rep['entries']} entries, into {rep['outdir']}")
+
+
+# ---- info ------------------------------------------------------------------------------------
+
+
+@click.command("info", epilog=_epilog("""\b
+Examples:
+  bbans info digits.bb
+  bbans info digits.bb --json"""))
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def info_cmd(archive_path, as_json):
+    """Describe ARCHIVE: models, K, device class, entries with sizes and bits/dim, overhead."""
+    rep = archive.info(archive_path)
+    if as_json:
+        _dump_json(rep)
+        return
+    con = _console()
+    cb = rep.get("created_by", {})
+    con.print(f"{archive_path}: bbans archive format {rep['format']}, made by bbans {cb.get('bbans', '?')}"
+              + (f", device class {rep['device']}" if rep.get("device") else ""))
+    _print_entries(con, rep)
+    _print_summary(con, rep, "total")
+    for g in rep["groups"]:
+        v = g.get("versions", {})
+        if v:
+            con.print(f"  {g['model']} coded with " + ", ".join(f"{k} {v[k]}" for k in sorted(v))
+                      + f"; lanes {g['lanes']}, batch size {g['batch_size']}")
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+@click.command("models", epilog=_epilog("""\b
+Examples:
+  bbans models
+  bbans models --json"""))
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models_cmd(as_json):
+    """List the bundled models, the images each serves and their test bits/dim."""
+    have = archive.available_models()
+    rows = []
+    for name in images.TILES:
+        meta = have.get(name)
+        row = {"name": name, "bundled": meta is not None, "serves": images.SERVES[name]}
+        if meta is not None:
+            encs = meta.get("encoders", {})
+            row["test_bits_per_dim"] = {k: v.get("test_bits_per_dim") for k, v in encs.items()
+                                        if isinstance(v, dict)} or meta.get("test_bits_per_dim")
+            row["hash"] = meta.get("hash")
+        rows.append(row)
+    if as_json:
+        _dump_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col in ("model", "bundled", "test bits/dim", "serves"):
+        t.add_column(col)
+    for r in rows:
+        bpd = r.get("test_bits_per_dim")
+        if isinstance(bpd, dict):
+            bpd = ", ".join(f"{k} {v:.3f}" for k, v in bpd.items() if isinstance(v, (int, float)))
+        elif isinstance(bpd, (int, float)):
+            bpd = f"{bpd:.3f}"
+        t.add_row(r["name"], "yes" if r["bundled"] else "no", bpd or "", r["serves"])
+    _console().print(t)
+    if not any(r["bundled"] for r in rows):
+        click.echo("no models bundled: every file is stored with LZMA2", err=True)
