@@ -7,6 +7,12 @@ import click
 from bbans.data import DATASETS
 
 
+def _deadline(minutes):
+    import time
+
+    return None if minutes is None else time.time() + 60.0 * minutes
+
+
 def _threads(n: int) -> None:
     import torch
 
@@ -27,8 +33,10 @@ def _threads(n: int) -> None:
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last finished epoch")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--max-epochs-this-call", type=int, default=None, help="stop after this many epochs (resume later)")
+@click.option("--time-limit", type=float, default=None,
+              help="minutes: finish the run with the epochs done so far when another epoch would overrun")
 def train_cmd(dataset, epochs, lr, batch_size, seed, width, eval_every, out, data_dir, resume, threads,
-              max_epochs_this_call):
+              max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
     from bbans.train import TrainConfig, run
 
@@ -37,7 +45,8 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, eval_every, out, dat
         lr = 5e-4 if dataset == "cifar10" else 3e-4
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width,
                       eval_every=eval_every)
-    meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call)
+    meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
+               deadline=_deadline(time_limit))
     if "test_bits_per_dim" in meta:
         click.echo(f"done: test {meta['test_bits_per_dim']:.4f} bits/dim, train {meta['train_bits_per_dim']:.4f}")
     else:
@@ -63,15 +72,17 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, eval_every, out, dat
 @click.option("--resume", is_flag=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--max-epochs-this-call", type=int, default=None)
+@click.option("--time-limit", type=float, default=None, help="minutes (see bbans train)")
 def refit_cmd(dataset, base, alpha, denoise_sigma, aggregate, epochs, lr, batch_size, seed, eval_every, out, data_dir,
-              resume, threads, max_epochs_this_call):
+              resume, threads, max_epochs_this_call, time_limit):
     """Refit the encoder with the decoder frozen (reverse half-asleep)."""
     from bbans.train import TrainConfig, run
 
     _threads(threads)
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
                       mode="refit", base=str(base), alpha=alpha, denoise_sigma=denoise_sigma, aggregate=aggregate)
-    meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call)
+    meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
+               deadline=_deadline(time_limit))
     if "test_bits_per_dim" in meta:
         click.echo(f"done: test {meta['test_bits_per_dim']:.4f} bits/dim (base {meta['base']['test_bits_per_dim']:.4f})")
     else:

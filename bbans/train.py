@@ -187,12 +187,14 @@ def _splits(cfg: TrainConfig, data_dir):
 
 def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, progress: bool | None = None,
         max_epochs_this_call: int | None = None, log: Callable[[str], None] | None = None,
-        data: tuple | None = None) -> dict:
+        data: tuple | None = None, deadline: float | None = None) -> dict:
     """Train (cfg.mode == "train") or refit the encoder (cfg.mode == "refit") into folder `out`.
 
     `data` = (train, selection or None, selection name or None, test) uint8 arrays replaces the
     data set on disk (tests, experiments). Returns the run's final metadata when it finished, or
     its state record when it stopped early (max_epochs_this_call), to be continued with resume=True.
+    `deadline` (unix time): finish the run early, as if cfg.epochs had been the epochs done, when
+    another epoch would end past it; the planned count is kept in the metadata.
     """
     out = Path(out)
     if (out / "state.json").exists() and not resume:
@@ -277,6 +279,14 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
             rep.epoch(msg)
             say(msg)
             _save_state(out, model, opt, cfg, ep, history, {"best": best})
+            if deadline is not None and ep < cfg.epochs and time.time() + entry["seconds"] > deadline:
+                cfg.note = (cfg.note + " " if cfg.note else "") + f"stopped at the time limit after {ep} of {cfg.epochs} planned epochs"
+                cfg.epochs = ep
+                stop_at = ep
+                if not do_eval:
+                    entry["test_bpd"] = evaluate(model, test_x)
+                _save_state(out, model, opt, cfg, ep, history, {"best": best})
+                break
     finally:
         rep.close()
     if stop_at < cfg.epochs:
