@@ -1,0 +1,777 @@
+"""`bbans bench`: coded size and speed of the BB-ANS methods beside generic lossless codecs.
+
+Everything here takes arrays and models, not file names, so tests can feed it fixtures; the
+click command in `cli_bench.py` only loads the data set and models and hands them over.
+
+Methods (rows of the first table), all coded by the real engine and decoded back:
+  baseline         amortized encoder trained with the decoder (K = 0)
+  refit            amortized encoder refitted by reverse half-asleep (K = 0)
+  baseline+K<k>    k Adam steps of optimal inference started from the baseline encoder
+  refit+K<k>       the same from the refit encoder
+
+Generic codecs (second table), on the same images:
+  per-image   one file per image (PNG, WebP, JPEG-XL, JPEG-LS, JPEG 2000)
+  canvas      all images tiled into one near-square grid, unused cells zero, one file
+  raw-bytes   zstd / xz / bzip2 over the pixel bytes of all images, (N, C, H, W) order
+Every generic figure is also decoded and compared, like ours. bits/dim always divides by the
+N*C*H*W pixels of the images (canvas padding is charged to the codec).
+
+Binary images: each generic codec gets the lowest bit depth it supports for bilevel data, which
+is never worse for it than 0/255 bytes: PNG 1-bit grey, JPEG-XL and JPEG 2000 1 bit per sample,
+JPEG-LS samples in {0, 1}, WebP (no grey or bilevel mode) 0/255 grey copied into R, G and B; the
+byte compressors see one byte per pixel with value 0 or 1. The "input" field of each row says
+which.
+
+JSON written by --json (REPORT_KEYS at the top level; one METHOD_KEYS dict per entry of
+"methods", one GENERIC_KEYS dict per entry of "generic"):
+  schema            "bbans-bench/1"
+  dataset, split    e.g. "mnist", "test"
+  n_images          images benchmarked; image_shape [C, H, W]; dims = n_images*C*H*W
+  date              ISO 8601 local time with offset, when the run started
+  argv              the exact command line (empty when called as a library)
+  settings          K list, limit, device, batch_size, lanes, generic, data_dir, seed
+  engine_config     EngineConfig.to_dict() of the K = 0 baseline run
+  machine           platform, processor, cpu_count, python, torch, torch_threads, numpy,
+                    imagecodecs, pillow, gpu
+  device            "cpu" or "cuda": where the engine's arithmetic ran
+  torch             torch version
+  models            per encoder: name, hash, test_bits_per_dim (from the checkpoint metadata)
+  methods           per method: method, encoder, K, payload_bytes, bits_per_dim,
+                    neg_elbo_bits_per_dim, discrete_neg_elbo_bits_per_dim, overhead_pct,
+                    initial_bits, compress_s_per_image, decompress_s_per_image, images_per_s,
+                    decompress_images_per_s, time_rel_baseline, decompress_time_rel_baseline,
+                    exact
+  skipped_methods   [{method, reason}] for methods that could not run (e.g. no refit encoder)
+  generic           per codec and layout: codec, layout, input, settings, bytes,
+                    bits_per_dim, compress_s_per_image, decompress_s_per_image, exact,
+                    gap_vs_best_ours_bpd, skipped (null, or why the codec did not run)
+  summary           best_method, best_bits_per_dim, best_generic, best_generic_bits_per_dim,
+                    generic_ahead [{codec, layout, bits_per_dim, gap_bpd}], all_exact
+  all_exact         True when every round trip (ours and generic) gave back the images
+"""
+
+from __future__ import annotations
+
+import bz2
+import datetime as _dt
+import io
+import json
+import lzma
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bbans.errors import BBANSError, EXIT_MISMATCH
+
+SCHEMA = "bbans-bench/1"
+REPORT_KEYS = (
+    "schema", "dataset", "split", "n_images", "image_shape", "dims", "date", "argv", "settings",
+    "engine_config", "machine", "device", "torch", "models", "methods", "skipped_methods",
+    "generic", "summary", "all_exact",
+)
+METHOD_KEYS = (
+    "method", "encoder", "K", "payload_bytes", "bits_per_dim", "neg_elbo_bits_per_dim",
+    "discrete_neg_elbo_bits_per_dim", "overhead_pct", "initial_bits", "compress_s_per_image",
+    "decompress_s_per_image", "images_per_s", "decompress_images_per_s", "time_rel_baseline",
+    "decompress_time_rel_baseline", "exact",
+)
+GENERIC_KEYS = (
+    "codec", "layout", "input", "settings", "bytes", "bits_per_dim", "compress_s_per_image",
+    "decompress_s_per_image", "exact", "gap_vs_best_ours_bpd", "skipped",
+)
+SUMMARY_KEYS = (
+    "best_method", "best_bits_per_dim", "best_generic", "best_generic_bits_per_dim", "generic_ahead",
+    "all_exact",
+)
+
+# JPEG-XL's top effort is slow (about 40 s for the 10,000 MNIST test images as one canvas on
+# one core) but is still minutes, not hours, and it is the strongest generic codec here.
+JXL_EFFORT = 10
+DEFAULT_K = (0, 1, 2, 5, 10)
+
+# A progress sink: (label, done, total). Called with done == 0 when a stage starts.
+Progress = Callable[[str, int, int], None]
+
+
+class RoundTripError(BBANSError):
+    """A benchmarked round trip did not give back the images: a bug, reported after the table."""
+
+    exit_code = EXIT_MISMATCH
+
+
+def _noop(label: str, done: int, total: int) -> None:
+    pass
+
+
+def parse_k_list(text: str) -> tuple[int, ...]:
+    """'0,1,2,5' -> (0, 1, 2, 5); sorted, unique, each >= 0."""
+    out = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            raise BBANSError(f"--K takes comma-separated integers, got {part!r}") from None
+        if k < 0:
+            raise BBANSError(f"--K values must be >= 0, got {k}")
+        out.add(k)
+    if not out:
+        raise BBANSError("--K needs at least one value")
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    encoder: str
+    K: int
+
+
+def method_specs(ks, encoders=("baseline", "refit")) -> list[MethodSpec]:
+    """The rows asked for. The baseline amortized row is always run: it is the time reference."""
+    ks = sorted(set(int(k) for k in ks) | {0})
+    specs = [MethodSpec(e, e, 0) for e in encoders if 0 in ks]
+    for k in ks:
+        if k > 0:
+            specs += [MethodSpec(f"{e}+K{k}", e, k) for e in encoders]
+    return specs
+
+
+# ---- our methods ---------------------------------------------------------------------------
+
+def _bpd(bits: float, dims: int) -> float:
+    return float(bits) / dims if dims else float("nan")
+
+
+def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop) -> dict:
+    """Compress with the real engine, decompress, compare; sizes from the real payload."""
+    from bbans import bitsback
+
+    config = bitsback.EngineConfig(K=spec.K, **engine_kwargs)
+    n = len(images)
+    dims = int(images.size)
+    label_c, label_d = f"{spec.name} compress", f"{spec.name} decompress"
+    progress(label_c, 0, n)
+    t0 = time.perf_counter()
+    payload, stats = bitsback.compress(model, images, config=config, progress=lambda d, t: progress(label_c, d, t))
+    t1 = time.perf_counter()
+    progress(label_d, 0, n)
+    t2 = time.perf_counter()
+    decoded = bitsback.decompress(model, payload, n, tuple(images.shape[1:]), config=config,
+                                  progress=lambda d, t: progress(label_d, d, t))
+    t3 = time.perf_counter()
+    exact = bool(decoded.shape == images.shape and np.array_equal(decoded, images))
+    bits = 8 * len(payload)
+    neg_elbo = _bpd(np.sum(stats["neg_elbo_bits"]), dims)
+    discrete = stats.get("discrete_neg_elbo_bits")
+    bpd = _bpd(bits, dims)
+    c_s, d_s = (t1 - t0) / max(n, 1), (t3 - t2) / max(n, 1)
+    return {
+        "method": spec.name,
+        "encoder": spec.encoder,
+        "K": spec.K,
+        "payload_bytes": len(payload),
+        "bits_per_dim": bpd,
+        "neg_elbo_bits_per_dim": neg_elbo,
+        "discrete_neg_elbo_bits_per_dim": None if discrete is None else _bpd(np.sum(discrete), dims),
+        "overhead_pct": 100.0 * (bpd - neg_elbo) / neg_elbo if neg_elbo > 0 else float("nan"),
+        "initial_bits": int(stats.get("initial_bits", 0)),
+        "compress_s_per_image": c_s,
+        "decompress_s_per_image": d_s,
+        "images_per_s": 1.0 / c_s if c_s > 0 else float("inf"),
+        "decompress_images_per_s": 1.0 / d_s if d_s > 0 else float("inf"),
+        "time_rel_baseline": None,
+        "decompress_time_rel_baseline": None,
+        "exact": exact,
+    }
+
+
+def _warm_up(model, images: np.ndarray, engine_kwargs: dict) -> None:
+    # The first engine call pays for lazy torch initialisation; keep it out of the timed rows.
+    from bbans import bitsback
+
+    few = images[: min(len(images), 4)]
+    config = bitsback.EngineConfig(K=0, **engine_kwargs)
+    payload, _ = bitsback.compress(model, few, config=config)
+    bitsback.decompress(model, payload, len(few), tuple(few.shape[1:]), config=config)
+
+
+def run_methods(images: np.ndarray, models: dict, ks, engine_kwargs: dict, progress: Progress = _noop,
+                skipped: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Run every method whose encoder is in `models`; returns (rows, skipped rows)."""
+    rows, skipped_rows = [], []
+    warmed = set()
+    for spec in method_specs(ks):
+        model = models.get(spec.encoder)
+        if model is None:
+            why = (skipped or {}).get(spec.encoder, f"no {spec.encoder} encoder")
+            skipped_rows.append({"method": spec.name, "reason": why})
+            continue
+        if spec.encoder not in warmed:
+            _warm_up(model, images, engine_kwargs)
+            warmed.add(spec.encoder)
+        rows.append(run_method(model, images, spec, engine_kwargs, progress))
+    base = next((r for r in rows if r["method"] == "baseline"), None)
+    if base is not None:
+        for r in rows:
+            r["time_rel_baseline"] = _ratio(r["compress_s_per_image"], base["compress_s_per_image"])
+            r["decompress_time_rel_baseline"] = _ratio(r["decompress_s_per_image"], base["decompress_s_per_image"])
+    return rows, skipped_rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+# ---- generic codecs ------------------------------------------------------------------------
+
+def _imagecodecs():
+    try:
+        import imagecodecs
+
+        return imagecodecs
+    except ImportError:
+        return None
+
+
+@dataclass
+class ImageCodec:
+    """One image format: encode/decode a single (H, W) or (H, W, C) uint8 array."""
+
+    name: str
+    settings: str
+    prepare: Callable[[np.ndarray], np.ndarray]  # (C, H, W) image of the data set -> codec input
+    encode: Callable[[np.ndarray], bytes]
+    decode: Callable[[bytes], np.ndarray]
+    input: str
+    max_side: int = 1 << 30
+    skipped: str | None = None
+
+
+def _hwc(img: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) for grey, (H, W, C) interleaved for colour."""
+    return np.ascontiguousarray(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1))
+
+
+def _depth_words(channels: int) -> str:
+    return "8-bit grey" if channels == 1 else "8-bit RGB, interleaved"
+
+
+def image_codecs(channels: int, binary: bool) -> list[ImageCodec]:
+    """The image formats, each with the input representation chosen for this data (see module doc)."""
+    ic = _imagecodecs()
+    out: list[ImageCodec] = []
+    plain = _depth_words(channels)
+
+    # PNG through Pillow: the reference encoder most users have.
+    from PIL import Image
+
+    def png_encode(a):
+        buf = io.BytesIO()
+        Image.fromarray(a.astype(bool) if binary else a).save(buf, format="PNG", optimize=True, compress_level=9)
+        return buf.getvalue()
+
+    def png_decode(b):
+        return np.asarray(Image.open(io.BytesIO(b))).astype(np.uint8)
+
+    out.append(ImageCodec("PNG", "Pillow optimize=True compress_level=9", _hwc, png_encode, png_decode,
+                          "1-bit grey" if binary else plain))
+
+    def need(name, flag):
+        if ic is None:
+            return "imagecodecs is not installed (pip install 'bbans[bench]')"
+        codec = getattr(ic, flag, None)
+        if codec is None or not codec.available:
+            return f"this imagecodecs build has no {name} codec"
+        return None
+
+    # WebP stores ARGB only, so grey (and 0/255 bilevel) images go in as R = G = B.
+    def webp_prep(img):
+        a = _hwc(img * 255 if binary else img)
+        return np.ascontiguousarray(np.repeat(a[..., None], 3, -1)) if a.ndim == 2 else a
+
+    out.append(ImageCodec(
+        "WebP", "lossless method=6 quality=100", webp_prep,
+        lambda a: ic.webp_encode(a, level=100, lossless=True, method=6),
+        lambda b: ic.webp_decode(b),
+        ("0/255 grey copied into RGB (WebP has no grey mode)" if binary else
+         "8-bit grey copied into RGB (WebP has no grey mode)" if channels == 1 else plain),
+        max_side=16383, skipped=need("WebP", "WEBP")))
+
+    out.append(ImageCodec(
+        "JPEG-XL", f"lossless effort={JXL_EFFORT} (libjxl via imagecodecs), 1 thread", _hwc,
+        lambda a: ic.jpegxl_encode(a, lossless=True, effort=JXL_EFFORT, numthreads=1,
+                                   **({"bitspersample": 1} if binary else {})),
+        lambda b: ic.jpegxl_decode(b, numthreads=1),
+        "1-bit grey (bitspersample=1)" if binary else plain, skipped=need("JPEG-XL", "JPEGXL")))
+
+    out.append(ImageCodec(
+        "JPEG-LS", "CharLS defaults (lossless, NEAR=0)", _hwc,
+        lambda a: ic.jpegls_encode(a), lambda b: ic.jpegls_decode(b),
+        "samples in {0, 1}" if binary else plain, max_side=65535, skipped=need("JPEG-LS", "JPEGLS")))
+
+    def j2k_encode(a):
+        kw = {"bitspersample": 1} if binary else {}
+        return ic.jpeg2k_encode(a, reversible=True, codecformat=ic.JPEG2K.CODEC.J2K, numthreads=1, **kw)
+
+    out.append(ImageCodec(
+        "JPEG 2000", "OpenJPEG reversible 5/3 wavelet, raw J2K codestream (no JP2 boxes)", _hwc,
+        j2k_encode, lambda b: ic.jpeg2k_decode(b, numthreads=1),
+        "1 bit per sample" if binary else plain, skipped=need("JPEG 2000", "JPEG2K")))
+    return out
+
+
+@dataclass
+class ByteCodec:
+    name: str
+    settings: str
+    encode: Callable[[bytes], bytes]
+    decode: Callable[[bytes], bytes]
+    skipped: str | None = None
+
+
+def byte_codecs() -> list[ByteCodec]:
+    ic = _imagecodecs()
+    zstd = ByteCodec("zstd", "level 19", lambda b: b, lambda b: b)
+    if ic is not None and getattr(ic, "ZSTD", None) is not None and ic.ZSTD.available:
+        zstd.encode = lambda b: bytes(ic.zstd_encode(b, level=19))
+        zstd.decode = lambda b: bytes(ic.zstd_decode(b))
+        zstd.settings = "level 19 (imagecodecs)"
+    else:
+        try:
+            import zstandard
+
+            zstd.encode = lambda b: zstandard.ZstdCompressor(level=19).compress(b)
+            zstd.decode = lambda b: zstandard.ZstdDecompressor().decompress(b)
+            zstd.settings = "level 19 (zstandard)"
+        except ImportError:
+            zstd.skipped = "neither imagecodecs nor zstandard is installed"
+    return [
+        zstd,
+        ByteCodec("xz", "lzma preset 9|EXTREME", lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
+                  lzma.decompress),
+        ByteCodec("bzip2", "level 9", lambda b: bz2.compress(b, 9), bz2.decompress),
+    ]
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns of the near-square grid holding n cells."""
+    rows = max(1, math.ceil(math.sqrt(n)))
+    return rows, max(1, math.ceil(n / rows))
+
+
+def tile(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> one (C, rows*H, cols*W) canvas, row-major cells, empty cells zero."""
+    n, c, h, w = images.shape
+    rows, cols = grid_shape(n)
+    canvas = np.zeros((rows * cols, c, h, w), dtype=images.dtype)
+    canvas[:n] = images
+    return np.ascontiguousarray(canvas.reshape(rows, cols, c, h, w).transpose(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w))
+
+
+def untile(canvas: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
+    c = canvas.shape[0]
+    rows, cols = grid_shape(n)
+    cells = canvas.reshape(c, rows, h, cols, w).transpose(1, 3, 0, 2, 4).reshape(rows * cols, c, h, w)
+    return cells[:n]
+
+
+def _result(codec, layout, input_, settings, nbytes, dims, n, c_s, d_s, exact, skipped=None) -> dict:
+    return {
+        "codec": codec, "layout": layout, "input": input_, "settings": settings,
+        "bytes": nbytes, "bits_per_dim": None if nbytes is None else 8.0 * nbytes / dims,
+        "compress_s_per_image": None if c_s is None else c_s / n,
+        "decompress_s_per_image": None if d_s is None else d_s / n,
+        "exact": exact, "gap_vs_best_ours_bpd": None, "skipped": skipped,
+    }
+
+
+def _same(decoded, expected: np.ndarray) -> bool:
+    d = np.asarray(decoded)
+    return d.size == expected.size and np.array_equal(d.reshape(expected.shape).astype(np.uint8), expected)
+
+
+def run_generic(images: np.ndarray, binary: bool = False, progress: Progress = _noop,
+                layouts=("per-image", "canvas", "raw-bytes")) -> list[dict]:
+    """Every generic codec on the images; each figure decoded and compared."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    n, c, h, w = images.shape
+    dims = int(images.size)
+    rows: list[dict] = []
+    for codec in image_codecs(c, binary):
+        if "per-image" in layouts:
+            label = f"{codec.name} per image"
+            if codec.skipped:
+                rows.append(_result(codec.name, "per-image", codec.input, codec.settings, None, dims, n, None, None,
+                                    None, codec.skipped))
+            else:
+                progress(label, 0, n)
+                prepared = [codec.prepare(img) for img in images]
+                blobs, t0 = [], time.perf_counter()
+                for i, a in enumerate(prepared):
+                    blobs.append(codec.encode(a))
+                    if (i + 1) % 64 == 0 or i + 1 == n:
+                        progress(label, i + 1, n)
+                t1 = time.perf_counter()
+                decoded = [codec.decode(b) for b in blobs]
+                t2 = time.perf_counter()
+                exact = all(_same(d, a) for d, a in zip(decoded, prepared))
+                rows.append(_result(codec.name, "per-image", codec.input, codec.settings, sum(map(len, blobs)), dims,
+                                    n, t1 - t0, t2 - t1, exact))
+        if "canvas" in layouts:
+            label = f"{codec.name} canvas"
+            rows_, cols_ = grid_shape(n)
+            side = max(rows_ * h, cols_ * w)
+            why = codec.skipped or (f"canvas {rows_ * h}x{cols_ * w} exceeds the format's {codec.max_side} pixel side"
+                                    if side > codec.max_side else None)
+            if why:
+                rows.append(_result(codec.name, "canvas", codec.input, codec.settings, None, dims, n, None, None,
+                                    None, why))
+                continue
+            progress(label, 0, 1)
+            canvas = tile(images)
+            a = codec.prepare(canvas)
+            t0 = time.perf_counter()
+            blob = codec.encode(a)
+            t1 = time.perf_counter()
+            d = codec.decode(blob)
+            t2 = time.perf_counter()
+            exact = _same(d, a) and np.array_equal(untile(canvas, n, h, w), images)
+            progress(label, 1, 1)
+            rows.append(_result(codec.name, "canvas", codec.input, f"{codec.settings}; {rows_}x{cols_} grid",
+                                len(blob), dims, n, t1 - t0, t2 - t1, exact))
+    if "raw-bytes" in layouts:
+        raw = images.tobytes()
+        input_ = ("one byte per pixel, value 0 or 1" if binary else "one byte per pixel") + ", (N, C, H, W) order"
+        for codec in byte_codecs():
+            if codec.skipped:
+                rows.append(_result(codec.name, "raw-bytes", input_, codec.settings, None, dims, n, None, None, None,
+                                    codec.skipped))
+                continue
+            label = f"{codec.name} raw bytes"
+            progress(label, 0, 1)
+            t0 = time.perf_counter()
+            blob = codec.encode(raw)
+            t1 = time.perf_counter()
+            back = codec.decode(blob)
+            t2 = time.perf_counter()
+            progress(label, 1, 1)
+            rows.append(_result(codec.name, "raw-bytes", input_, codec.settings, len(blob), dims, n, t1 - t0,
+                                t2 - t1, back == raw))
+    return rows
+
+
+# ---- the whole report ----------------------------------------------------------------------
+
+def machine_info() -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "imagecodecs": getattr(_imagecodecs(), "__version__", None),
+        "pillow": _pillow_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def _pillow_version():
+    try:
+        import PIL
+
+        return PIL.__version__
+    except ImportError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def summarize(methods: list[dict], generic: list[dict]) -> dict:
+    ran = [g for g in generic if g["bits_per_dim"] is not None]
+    best = min(methods, key=lambda r: r["bits_per_dim"]) if methods else None
+    best_g = min(ran, key=lambda g: g["bits_per_dim"]) if ran else None
+    ahead = []
+    if best is not None:
+        for g in ran:
+            g["gap_vs_best_ours_bpd"] = g["bits_per_dim"] - best["bits_per_dim"]
+            if g["bits_per_dim"] < best["bits_per_dim"]:
+                ahead.append({"codec": g["codec"], "layout": g["layout"], "bits_per_dim": g["bits_per_dim"],
+                              "gap_bpd": best["bits_per_dim"] - g["bits_per_dim"]})
+    all_exact = all(r["exact"] for r in methods) and all(g["exact"] for g in ran)
+    return {
+        "best_method": best["method"] if best else None,
+        "best_bits_per_dim": best["bits_per_dim"] if best else None,
+        "best_generic": f"{best_g['codec']} {best_g['layout']}" if best_g else None,
+        "best_generic_bits_per_dim": best_g["bits_per_dim"] if best_g else None,
+        "generic_ahead": ahead,
+        "all_exact": all_exact,
+    }
+
+
+def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, binary: bool | None = None,
+              generic: bool = True, engine_kwargs: dict | None = None, progress: Progress = _noop,
+              model_meta: dict | None = None, skipped_encoders: dict | None = None, split: str = "test",
+              settings: dict | None = None, argv=None) -> dict:
+    """The full report (see the module doc for its keys).
+
+    images: uint8 (N, C, H, W) as the models take them (binary data in {0, 1}).
+    models: {"baseline": VAE, "refit": VAE}; a missing encoder skips its rows, with the reason
+    from skipped_encoders. engine_kwargs: EngineConfig fields other than K.
+    """
+    import torch
+
+    from bbans import bitsback
+
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or len(images) == 0:
+        raise BBANSError(f"bench needs a non-empty (N, C, H, W) image array, got shape {images.shape}")
+    if binary is None:
+        binary = dataset == "binary-mnist"
+    engine_kwargs = dict(engine_kwargs or {})
+    date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    methods, skipped = run_methods(images, models, ks, engine_kwargs, progress, skipped_encoders)
+    generic_rows = run_generic(images, binary, progress) if generic else []
+    summary = summarize(methods, generic_rows)
+    device = engine_kwargs.get("device", "cpu")
+    return {
+        "schema": SCHEMA,
+        "dataset": dataset,
+        "split": split,
+        "n_images": int(len(images)),
+        "image_shape": list(images.shape[1:]),
+        "dims": int(images.size),
+        "date": date,
+        "argv": list(argv) if argv is not None else [],
+        "settings": dict(settings or {"K": list(ks), "generic": generic, **engine_kwargs}),
+        "engine_config": bitsback.EngineConfig(K=0, **engine_kwargs).to_dict(),
+        "machine": machine_info(),
+        "device": device,
+        "torch": torch.__version__,
+        "models": {k: _model_record(v) for k, v in (model_meta or {}).items()},
+        "methods": methods,
+        "skipped_methods": skipped,
+        "generic": generic_rows,
+        "summary": summary,
+        "all_exact": summary["all_exact"],
+    }
+
+
+def _model_record(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("name", "encoder", "hash", "test_bits_per_dim")}
+
+
+def check_exact(report: dict) -> None:
+    """Raise after the report is out if any round trip failed: the numbers would be meaningless."""
+    bad = [r["method"] for r in report["methods"] if not r["exact"]]
+    bad += [f"{g['codec']} {g['layout']}" for g in report["generic"] if g["exact"] is False]
+    if bad:
+        raise RoundTripError(f"round trip not exact for: {', '.join(bad)}")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(report: dict, path) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+# ---- terminal table ------------------------------------------------------------------------
+
+def _f(v, fmt: str, none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return none
+    return format(v, fmt)
+
+
+def _secs(v) -> str:
+    if v is None:
+        return "-"
+    if v >= 0.1:
+        return f"{v:.3f}"
+    if v >= 1e-3:
+        return f"{v * 1e3:.2f}m"
+    return f"{v * 1e6:.1f}µ"
+
+
+def render(report: dict, console=None) -> None:
+    """Print both tables and the summary with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    n = report["n_images"]
+    c, h, w = report["image_shape"]
+    t = Table(title=f"bbans bench: {report['dataset']} {report['split']}, {n} images of {c}x{h}x{w}, "
+                    f"device {report['device']}", title_justify="left")
+    for col, just in (("method", "left"), ("K", "right"), ("bits/dim", "right"), ("-ELBO", "right"),
+                      ("overhead", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
+                      ("img/s", "right"), ("time ×base", "right"), ("exact", "center")):
+        t.add_column(col, justify=just)
+    for r in report["methods"]:
+        t.add_row(r["method"], str(r["K"]), _f(r["bits_per_dim"], ".4f"), _f(r["neg_elbo_bits_per_dim"], ".4f"),
+                  _f(r["overhead_pct"], "+.2f") + "%", _secs(r["compress_s_per_image"]),
+                  _secs(r["decompress_s_per_image"]), _f(r["images_per_s"], ".1f"),
+                  _f(r["time_rel_baseline"], ".2f"), "yes" if r["exact"] else "[bold red]NO[/]")
+    for s in report["skipped_methods"]:
+        t.add_row(s["method"], "", "[dim]skipped[/]", "", "", "", "", "", "", "", end_section=False)
+    if report["methods"] or report["skipped_methods"]:
+        console.print(t)
+        console.print("[dim]µ/m = micro/milli seconds; time ×base = compress time relative to the baseline "
+                      "encoder (K = 0)[/]")
+    if report["generic"]:
+        best = report["summary"]["best_bits_per_dim"]
+        g = Table(title="generic lossless codecs on the same images", title_justify="left")
+        for col, just in (("codec", "left"), ("layout", "left"), ("bits/dim", "right"),
+                          ("vs ours", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
+                          ("exact", "center"), ("input", "left")):
+            g.add_column(col, justify=just)
+        for r in report["generic"]:
+            if r["skipped"]:
+                g.add_row(r["codec"], r["layout"], "[dim]skipped[/]", "", "", "", "", f"[dim]{r['skipped']}[/]")
+                continue
+            gap = r["gap_vs_best_ours_bpd"]
+            if gap is None:
+                vs = "-"
+            elif gap < 0:
+                vs = f"[bold yellow]{gap:+.4f} (ahead of ours by {-gap / best * 100:.1f}%)[/]"
+            else:
+                vs = f"{gap:+.4f} ({gap / best * 100:+.0f}%)"
+            g.add_row(r["codec"], r["layout"], _f(r["bits_per_dim"], ".4f"), vs, _secs(r["compress_s_per_image"]),
+                      _secs(r["decompress_s_per_image"]), "yes" if r["exact"] else "[bold red]NO[/]", r["input"])
+        console.print(g)
+    s = report["summary"]
+    if s["best_method"] is not None:
+        line = f"best of ours: {s['best_method']} at {s['best_bits_per_dim']:.4f} bits/dim"
+        if s["best_generic"]:
+            line += f"; best generic: {s['best_generic']} at {s['best_generic_bits_per_dim']:.4f}"
+        console.print(line)
+        if s["generic_ahead"]:
+            for a in s["generic_ahead"]:
+                console.print(f"[yellow]{a['codec']} ({a['layout']}) is ahead of ours by {a['gap_bpd']:.4f} "
+                              f"bits/dim[/]")
+        elif report["generic"]:
+            console.print("every generic codec is above ours")
+    if not s["all_exact"]:
+        console.print("[bold red]a round trip was NOT exact[/]")
+
+
+# ---- plot ----------------------------------------------------------------------------------
+
+_COLORS = {"baseline": "tab:blue", "refit": "tab:orange"}
+
+
+def plot(report: dict, path) -> None:
+    """Two panels: bits/dim against K (generic codecs as reference lines), and against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = report["methods"]
+    generic = [g for g in report["generic"] if g["bits_per_dim"] is not None]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    title = f"{report['dataset']} {report['split']}, {report['n_images']} images, device {report['device']}"
+    fig.suptitle(title)
+
+    ours = [r["bits_per_dim"] for r in methods]
+    for enc in ("baseline", "refit"):
+        rows = sorted((r for r in methods if r["encoder"] == enc), key=lambda r: r["K"])
+        if not rows:
+            continue
+        amort = next((r for r in rows if r["K"] == 0), None)
+        col = _COLORS[enc]
+        if amort is not None:
+            ax1.axhline(amort["bits_per_dim"], color=col, ls="--", lw=1, label=f"{enc} encoder (amortized)")
+        ks = [r["K"] for r in rows]
+        if any(k > 0 for k in ks):
+            ax1.plot(ks, [r["bits_per_dim"] for r in rows], "o-", color=col, label=f"{enc} + K-step inference")
+            ax1.plot(ks, [r["neg_elbo_bits_per_dim"] for r in rows], ":", color=col, lw=1, alpha=0.8,
+                     label=f"{enc} + K-step: -ELBO")
+        elif amort is not None:
+            ax1.plot([0], [amort["bits_per_dim"]], "o", color=col)
+    ax1.set_xlabel("K (optimal-inference steps)")
+    ax1.set_ylabel("coded bits/dim")
+    ax1.set_title("bits/dim against K")
+    # Generic codecs far above ours would flatten our curves; those go in a note instead.
+    off = []
+    if ours:
+        lo, hi = min(ours), max(ours)
+        span = max(hi - lo, 0.02 * hi)
+        top = hi + 6 * span
+        styles = ["-.", (0, (5, 2)), (0, (1, 1)), (0, (3, 1, 1, 1)), "--"]
+        shown = 0
+        for g in sorted(generic, key=lambda g: g["bits_per_dim"]):
+            if g["bits_per_dim"] <= top and shown < 5:
+                ax1.axhline(g["bits_per_dim"], color="0.4", lw=1, ls=styles[shown % len(styles)],
+                            label=f"{g['codec']} {g['layout']} {g['bits_per_dim']:.3f}")
+                shown += 1
+            else:
+                off.append(f"{g['codec']} {g['layout']} {g['bits_per_dim']:.3f}")
+        ax1.set_ylim(min(lo, *(g["bits_per_dim"] for g in generic if g["bits_per_dim"] <= top), lo) - span,
+                     top if shown else hi + span)
+    if off:
+        ax1.text(0.99, 0.02, "off scale:\n" + "\n".join(off[:8]) + ("\n..." if len(off) > 8 else ""),
+                 transform=ax1.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
+    ax1.legend(fontsize=7, loc="upper right")
+    ax1.grid(alpha=0.3)
+
+    for enc in ("baseline", "refit"):
+        rows = sorted((r for r in methods if r["encoder"] == enc), key=lambda r: r["K"])
+        if rows:
+            ax2.plot([r["compress_s_per_image"] for r in rows], [r["bits_per_dim"] for r in rows], "o-",
+                     color=_COLORS[enc], label=f"{enc} (+ K steps)")
+            for r in rows:
+                ax2.annotate(f"K={r['K']}", (r["compress_s_per_image"], r["bits_per_dim"]), fontsize=7,
+                             xytext=(3, 3), textcoords="offset points")
+    markers = {"per-image": "s", "canvas": "D", "raw-bytes": "^"}
+    for g in generic:
+        ax2.plot([g["compress_s_per_image"]], [g["bits_per_dim"]], markers.get(g["layout"], "x"), color="0.45",
+                 ms=5)
+        ax2.annotate(f"{g['codec']} {g['layout']}", (g["compress_s_per_image"], g["bits_per_dim"]), fontsize=6,
+                     color="0.3", xytext=(3, -8), textcoords="offset points")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("compression seconds per image (log)")
+    ax2.set_ylabel("bits/dim (log)")
+    ax2.set_title("bits/dim against compression time (grey: generic codecs)")
+    ax2.legend(fontsize=7)
+    ax2.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

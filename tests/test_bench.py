@@ -1,0 +1,183 @@
+"""`bbans bench`: end to end on fixture images with tiny untrained models, JSON keys, errors.
+
+Untrained models code badly but exactly, which is all these tests need: the figures come from
+the real engine and the real generic codecs, never from ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bbans import bench
+from bbans.data import load_dataset
+from bbans.errors import EXIT_ERROR, EXIT_MISMATCH
+from bbans.models import MLPVAE, ResNetVAE
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+ENGINE = {"batch_size": 4, "lanes": 8, "device": "cpu"}
+
+
+def _mlp(likelihood: str, seed: int) -> MLPVAE:
+    torch.manual_seed(seed)
+    return MLPVAE(likelihood=likelihood, hidden=16, latent=4, layers=1).eval()
+
+
+def _resnet(seed: int) -> ResNetVAE:
+    torch.manual_seed(seed)
+    return ResNetVAE(width=8, latent_channels=2, blocks=1).eval()
+
+
+@pytest.fixture(scope="module")
+def binary_images():
+    return load_dataset("binary-mnist", "test", FIX, verify=False)[:8]
+
+
+def test_parse_k_list():
+    assert bench.parse_k_list("5, 0,1,1") == (0, 1, 5)
+    for bad in ("", "a", "-1"):
+        with pytest.raises(bench.BBANSError):
+            bench.parse_k_list(bad)
+
+
+def test_method_specs_always_has_the_baseline():
+    names = [s.name for s in bench.method_specs((2,))]
+    assert names == ["baseline", "refit", "baseline+K2", "refit+K2"]
+
+
+@pytest.mark.parametrize("n", [1, 5, 12])
+def test_tile_round_trip(n):
+    x = np.random.default_rng(n).integers(0, 256, (n, 3, 4, 5), dtype=np.uint8)
+    canvas = bench.tile(x)
+    rows, cols = bench.grid_shape(n)
+    assert canvas.shape == (3, rows * 4, cols * 5) and rows * cols >= n
+    assert np.array_equal(bench.untile(canvas, n, 4, 5), x)
+
+
+@pytest.mark.parametrize("name", ["mnist", "binary-mnist", "cifar10"])
+def test_generic_codecs_exact(name):
+    x = load_dataset(name, "test", FIX, verify=False)[:5]
+    rows = bench.run_generic(x, binary=name == "binary-mnist")
+    assert [tuple(sorted(r)) for r in rows] == [tuple(sorted(bench.GENERIC_KEYS))] * len(rows)
+    ran = [r for r in rows if not r["skipped"]]
+    assert {r["codec"] for r in ran} >= {"PNG", "xz", "bzip2"}
+    assert all(r["exact"] for r in ran)
+    # Every size is a real encoded length, charged over all N*C*H*W pixels.
+    for r in ran:
+        assert r["bytes"] > 0 and r["bits_per_dim"] == pytest.approx(8 * r["bytes"] / x.size)
+    for r in rows:
+        assert r["skipped"] or r["bits_per_dim"] is not None
+
+
+def test_run_bench_end_to_end(tmp_path, binary_images):
+    models = {"baseline": _mlp("bernoulli", 0), "refit": _mlp("bernoulli", 1)}
+    report = bench.run_bench(binary_images, models, dataset="binary-mnist", ks=(0, 1), engine_kwargs=ENGINE,
+                             model_meta={"baseline": {"name": "tiny", "hash": "x"}})
+    assert tuple(report) == bench.REPORT_KEYS
+    assert [r["method"] for r in report["methods"]] == ["baseline", "refit", "baseline+K1", "refit+K1"]
+    for r in report["methods"]:
+        assert tuple(r) == bench.METHOD_KEYS
+        assert r["exact"] is True
+        assert r["bits_per_dim"] == pytest.approx(8 * r["payload_bytes"] / binary_images.size)
+        assert r["compress_s_per_image"] > 0 and r["images_per_s"] > 0
+        assert r["overhead_pct"] == pytest.approx(
+            100 * (r["bits_per_dim"] - r["neg_elbo_bits_per_dim"]) / r["neg_elbo_bits_per_dim"])
+    assert report["methods"][0]["time_rel_baseline"] == pytest.approx(1.0)
+    assert tuple(report["summary"]) == bench.SUMMARY_KEYS
+    assert report["all_exact"] is True
+    assert report["n_images"] == 8 and report["dims"] == binary_images.size
+    assert report["models"]["baseline"]["hash"] == "x"
+    bench.check_exact(report)
+
+    out = tmp_path / "r.json"
+    bench.write_json(report, out)
+    back = json.loads(out.read_text())
+    assert tuple(back) == bench.REPORT_KEYS
+    png = tmp_path / "r.png"
+    bench.plot(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_encoder_is_skipped_with_reason(binary_images):
+    report = bench.run_bench(binary_images[:3], {"baseline": _mlp("bernoulli", 0)}, dataset="binary-mnist",
+                             ks=(0,), engine_kwargs=ENGINE, generic=False,
+                             skipped_encoders={"refit": "no refit encoder bundled"})
+    assert [r["method"] for r in report["methods"]] == ["baseline"]
+    assert report["skipped_methods"] == [{"method": "refit", "reason": "no refit encoder bundled"}]
+    assert report["generic"] == []
+
+
+def test_inexact_round_trip_is_reported(monkeypatch, binary_images):
+    from bbans import bitsback
+
+    real = bitsback.decompress
+
+    def broken(*a, **k):
+        out = real(*a, **k)
+        out[0, 0, 0, 0] ^= 1
+        return out
+
+    monkeypatch.setattr(bitsback, "decompress", broken)
+    monkeypatch.setattr(bench, "_warm_up", lambda *a, **k: None)
+    report = bench.run_bench(binary_images[:3], {"baseline": _mlp("bernoulli", 0)}, dataset="binary-mnist",
+                             ks=(0,), engine_kwargs=ENGINE, generic=False)
+    assert report["methods"][0]["exact"] is False and report["all_exact"] is False
+    with pytest.raises(bench.RoundTripError) as err:
+        bench.check_exact(report)
+    assert err.value.exit_code == EXIT_MISMATCH
+
+
+@pytest.fixture
+def tiny_bundled(monkeypatch):
+    """checkpoints.load_model handing out tiny untrained models, so the CLI runs without bundles."""
+    from bbans import checkpoints
+
+    def load_model(name, encoder="refit", device="cpu"):
+        seed = 0 if encoder == "baseline" else 1
+        model = _resnet(seed) if name == "cifar10" else _mlp("bernoulli" if name == "binary-mnist" else "logistic",
+                                                             seed)
+        return model, {"name": name, "encoder": encoder, "hash": f"tiny-{encoder}", "test_bits_per_dim": None}
+
+    monkeypatch.setattr(checkpoints, "load_model", load_model)
+
+
+def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
+    from bbans.cli import cli
+
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    # The CIFAR-10 fixture goes through the real loader (MNIST fixtures are not the published files,
+    # so their md5 check would refuse them).
+    res = CliRunner().invoke(cli, ["bench", "--dataset", "cifar10", "--data-dir", str(FIX), "--K", "0,1",
+                                   "--limit", "3", "--batch-size", "2", "--lanes", "4", "--device", "cpu",
+                                   "--json", str(js), "--plot", str(png), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "refit+K1" in res.output and "JPEG-XL" in res.output
+    report = json.loads(js.read_text())
+    assert tuple(report) == bench.REPORT_KEYS
+    assert report["dataset"] == "cifar10" and report["n_images"] == 3 and report["image_shape"] == [3, 32, 32]
+    assert report["argv"][:3] == ["bbans", "bench", "--dataset"]
+    assert report["settings"]["K"] == [0, 1] and report["settings"]["lanes"] == 4
+    assert report["engine_config"]["lanes"] == 4 and report["device"] == "cpu"
+    assert {"platform", "cpu_count", "torch"} <= set(report["machine"])
+    assert report["models"]["refit"]["hash"] == "tiny-refit"
+    assert all(m["exact"] for m in report["methods"])
+    assert png.stat().st_size > 1000
+
+
+def test_cli_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
+    from bbans import cli
+
+    monkeypatch.delenv("BBANS_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["bbans", "bench", "--dataset", "mnist", "--data-dir", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bbans: error: MNIST test images not found") and "\n" not in err
