@@ -481,7 +481,8 @@ def scan(roots: list[str], exclude: set[str] | None = None) -> Scan:
         elif stat.S_ISREG(st.st_mode):
             name = os.path.basename(os.path.normpath(os.path.abspath(root)))
             if os.path.realpath(root) not in exclude:
-                add(_Input(name, "file", root, st))
+                # Read through the link the user named; files inside folders are never followed.
+                add(_Input(name, "file", os.path.realpath(root), st))
         else:
             out.skipped.append((root, _special_kind(st.st_mode)))
     out.items.sort(key=lambda i: i.path)
@@ -571,10 +572,10 @@ class Options:
 
 
 def auto_lanes(coded_dims: int) -> int:
-    """Each lane ends as an 8-byte head in the payload: few lanes for a few images, up to 128
-    (the engine's vector width) once there are ~256k values to code."""
+    """Each lane ends as an 8-byte head in the payload, but the engine walks the values in
+    steps of `lanes`: as few lanes as keep that walk under ~512 steps, between 8 and 128."""
     lanes = 8
-    while lanes < 128 and lanes * 2048 * 2 <= coded_dims:
+    while lanes < 128 and lanes * 512 < coded_dims:
         lanes *= 2
     return lanes
 

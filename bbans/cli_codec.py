@@ -69,7 +69,7 @@ def _console():
     from rich.console import Console
 
     out = sys.stdout
-    return Console(file=out, width=None if out.isatty() else 120, highlight=False, soft_wrap=False)
+    return Console(file=out, width=None if out.isatty() else 120, highlight=False, soft_wrap=True)
 
 
 def _fmt_bytes(n: float) -> str:

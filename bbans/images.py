@@ -40,6 +40,8 @@ _ENCODING_INFO = {
     "TIFF": {"compression"},
     "PPM": set(),
 }
+# TIFF compressions Pillow writes without loss; a TIFF keeps its own when it is one of these.
+_TIFF_LOSSLESS = {"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits", "group3", "group4"}
 # TIFF tags that only describe the storage layout; a rewrite may change them.
 _TIFF_LAYOUT_TAGS = {254, 259, 266, 273, 278, 279, 284, 317, 322, 323, 324, 325}
 
@@ -156,6 +158,8 @@ def _extract_meta(img, fmt: str) -> tuple[dict, str]:
             text_keys.add(key)
         if texts:
             meta["text"] = texts
+    if fmt == "TIFF" and img.info.get("compression") in _TIFF_LOSSLESS:
+        meta["compression"] = img.info["compression"]
     for key, value in img.info.items():
         if key in _ENCODING_INFO[fmt] or key in text_keys:
             continue
@@ -223,7 +227,7 @@ def encode(pixels: np.ndarray, mode: str, fmt: str, meta: dict) -> bytes:
             kw["transparency"] = t if isinstance(t, int) else tuple(t)
         kw["compress_level"] = 9
     elif fmt == "TIFF":
-        kw["compression"] = "tiff_adobe_deflate"
+        kw["compression"] = meta.get("compression", "tiff_adobe_deflate")
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
     return buf.getvalue()

@@ -1,0 +1,203 @@
+"""The .bb container: what it accepts, what it refuses, and that it refuses before allocating."""
+
+from __future__ import annotations
+
+import copy
+import json
+import lzma
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bbans import archive
+from bbans.archive import Options, Reader, check_name, pack
+from bbans.errors import ArchiveError, BBANSError, MismatchError
+
+RANDOM = bytes((i * 7919 + (i * i) % 251) % 256 for i in range(200)) + bytes(range(0, 256, 3))[::-1]
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("src")
+    (root / "a").mkdir()
+    (root / "a" / "x.txt").write_text("hello " * 50)
+    (root / "b.bin").write_bytes(RANDOM)
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def good(small_tree) -> bytes:
+    data, _ = archive.create([str(small_tree)], Options(model="none"))
+    return data
+
+
+def split(data: bytes) -> tuple[dict, bytes]:
+    """(header, payload area) of an archive, for crafting variants."""
+    _, _, hlen, rawlen, plen = struct.unpack("<6sHIIQ", data[:24])
+    raw = lzma.decompress(data[24:24 + hlen], format=lzma.FORMAT_RAW,
+                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
+    return json.loads(raw), data[24 + hlen:24 + hlen + plen]
+
+
+def test_round_trip_of_a_stored_tree(good, small_tree):
+    with Reader(good) as r:
+        kinds = {e["path"]: e["kind"] for e in r.entries}
+        assert kinds == {"a": "dir", "a/x.txt": "stored", "b.bin": "stored", "empty": "dir"}
+        got = {d.entry["path"]: b"".join(d.chunks) for d in archive.decode_entries(r) if d.chunks is not None}
+    assert got["a/x.txt"] == (small_tree / "a" / "x.txt").read_bytes()
+    assert got["b.bin"] == RANDOM
+    assert archive.verify(good) == 4
+
+
+def test_archives_are_deterministic(small_tree, good):
+    again, _ = archive.create([str(small_tree)], Options(model="none"))
+    assert again == good
+
+
+@pytest.mark.parametrize("name", [
+    "/etc/passwd", "../up", "a/../../up", "a/..", "a\\b", "C:evil", "c:/x", "a//b", "./a", "a/./b",
+    "a/", "", "nul\x00byte", ".bbans-partial-x/y",
+])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ArchiveError):
+        check_name(name)
+
+
+@pytest.mark.parametrize("name", ["a", "a/b/c.png", "ünï ✓.png", "..hidden", "a..b", "ab:c"])
+def test_good_names_pass(name):
+    check_name(name)
+
+
+def _mutated(good: bytes, fn) -> bytes:
+    header, payload = split(good)
+    header = copy.deepcopy(header)
+    fn(header)
+    return pack(header, [payload])
+
+
+def _entry(h, path):
+    return next(e for e in h["entries"] if e["path"] == path)
+
+
+@pytest.mark.parametrize("label,fn,message", [
+    ("traversal", lambda h: _entry(h, "b.bin").update(path="../b.bin"), "climbs out"),
+    ("absolute", lambda h: _entry(h, "b.bin").update(path="/tmp/b.bin"), "absolute"),
+    ("backslash", lambda h: _entry(h, "b.bin").update(path="..\\b.bin"), "backslash"),
+    ("duplicate", lambda h: _entry(h, "b.bin").update(path="a/x.txt"), "duplicate"),
+    ("file as folder", lambda h: _entry(h, "a").update(kind="symlink", target="x"), "not a folder"),
+    ("oversized stored", lambda h: _entry(h, "a/x.txt").update(size=1 << 40), "declares"),
+    ("size lie raw", lambda h: _entry(h, "b.bin").update(size=5), "raw size"),
+    ("payload past end", lambda h: _entry(h, "b.bin")["data"].update(length=1 << 30), "past the end"),
+    ("unknown kind", lambda h: _entry(h, "b.bin").update(kind="hardlink"), "unknown kind"),
+    ("unknown codec", lambda h: _entry(h, "a/x.txt")["data"].update(codec="zip"), "unknown codec"),
+    ("no entries", lambda h: h.pop("entries"), "invalid header"),
+    ("format field", lambda h: h.update(format=7), "format field"),
+])
+def test_crafted_headers_are_refused(good, label, fn, message):
+    with pytest.raises(ArchiveError, match=message):
+        Reader(_mutated(good, fn))
+
+
+def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
+    def add_group(h):
+        h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": {}, "tiles": 10 ** 9,
+                        "masked": False, "payload": {"offset": 0, "length": 10}}]
+    with pytest.raises(ArchiveError, match="far more than"):
+        Reader(_mutated(good, add_group))
+
+
+def test_corrupt_byte_is_caught_by_the_checksum(good):
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x40
+    with pytest.raises(ArchiveError, match="checksum"):
+        Reader(bytes(bad))
+
+
+@pytest.mark.parametrize("cut", [0, 5, 10, 23, 30, -33, -1])
+def test_truncated_archives_are_refused(good, cut):
+    with pytest.raises(ArchiveError):
+        Reader(good[:cut])
+
+
+def test_trailing_bytes_are_refused(good):
+    with pytest.raises(ArchiveError, match="unexpected bytes"):
+        Reader(good + b"x")
+
+
+def test_foreign_and_future_files(good):
+    with pytest.raises(ArchiveError, match="not a bbans archive"):
+        Reader(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    future = good[:6] + struct.pack("<H", 9) + good[8:]
+    with pytest.raises(ArchiveError, match=r"newer bbans \(format 9\).*reads format 1"):
+        Reader(future)
+
+
+def test_declared_lengths_are_bounded_by_the_file_size(good):
+    # A preamble declaring a 4 GiB header and an exabyte payload must fail on arithmetic alone.
+    bomb = archive.MAGIC + struct.pack("<HIIQ", 1, 0xFFFFFFFF, 0xFFFFFFFF, 1 << 60) + bytes(40)
+    with pytest.raises(ArchiveError, match="truncated"):
+        Reader(bomb)
+    header, payload = split(good)
+    raw = json.dumps(header).encode()
+    head = lzma.compress(raw, format=lzma.FORMAT_RAW,
+                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
+    body = archive.MAGIC + struct.pack("<HIIQ", 1, len(head), 1 << 31, len(payload)) + head + payload
+    import hashlib
+
+    with pytest.raises(ArchiveError, match="header declares"):
+        Reader(body + hashlib.sha256(body).digest())
+
+
+def test_payload_that_decodes_wrong_names_the_entry(good):
+    def lie(h):
+        _entry(h, "a/x.txt")["sha256"] = "0" * archive.CHECKSUM_HEX
+    with Reader(_mutated(good, lie)) as r:
+        with pytest.raises(MismatchError, match="a/x.txt"):
+            for d in archive.decode_entries(r):
+                if d.chunks is not None:
+                    list(d.chunks)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(max_size=3000) | st.builds(lambda n, b: bytes([b]) * n, st.integers(0, 20000), st.integers(0, 255)))
+def test_store_round_trip(data):
+    blob, spec = archive.store(data)
+    assert b"".join(archive.unstore_chunks(blob, spec, len(data))) == data
+    assert len(blob) <= len(data)
+
+
+def test_unstore_never_exceeds_the_declared_size():
+    blob, spec = archive.store(bytes(100000))
+    with pytest.raises(ArchiveError, match="more bytes than declared"):
+        b"".join(archive.unstore_chunks(blob, spec, 1000))
+    with pytest.raises(ArchiveError):
+        b"".join(archive.unstore_chunks(b"garbage!" * 10, {"codec": "lzma2", "dict_size": 4096}, 80))
+
+
+@pytest.mark.parametrize("link,target,ok", [
+    ("a", "b", True), ("d/a", "../b", True), ("d/a", "../../b", False), ("a", "/etc/passwd", False),
+    ("d/e/a", "../../x/../y", True), ("a", "..", False), ("a", ".", True), ("a", "x\\..\\..", False),
+])
+def test_symlink_targets(link, target, ok):
+    assert archive._symlink_ok(link, target) is ok
+
+
+def test_scan_refuses_two_inputs_with_one_name(tmp_path):
+    for d in ("one", "two"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "same.txt").write_text(d)
+    with pytest.raises(BBANSError, match="both be stored as 'same.txt'"):
+        archive.scan([str(tmp_path / "one"), str(tmp_path / "two")])
+    (tmp_path / "two" / "same.txt").unlink()
+    (tmp_path / "two" / "other.txt").write_text("x")
+    names = [i.path for i in archive.scan([str(tmp_path / "one"), str(tmp_path / "two")]).items]
+    assert names == ["other.txt", "same.txt"]
+
+
+def test_auto_lanes():
+    assert archive.auto_lanes(784) == 8
+    assert archive.auto_lanes(784 * 10) == 16
+    assert archive.auto_lanes(784 * 1000) == 128

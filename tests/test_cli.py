@@ -1,0 +1,462 @@
+"""The compress/decompress/info/models commands, driven through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from bbans import archive, checkpoints
+from bbans.cli import cli
+from bbans.errors import BBANSError
+
+TREE = Path(__file__).parent / "fixtures" / "tree"
+REPO = Path(__file__).parent.parent
+
+
+def run(*args) -> tuple[int, str, str]:
+    """Invoke the CLI; known errors become (exit code, one stderr line) the way `bbans.cli.main` maps them."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    exc = result.exception
+    if isinstance(exc, BBANSError):
+        return exc.exit_code, result.stdout, result.stderr + f"bbans: error: {exc}\n"
+    if exc is not None and not isinstance(exc, SystemExit):
+        raise exc
+    return result.exit_code, result.stdout, result.stderr
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+_FAKE: dict = {}
+
+
+def _fake_model(name: str):
+    """A small randomly initialised model of the bundled architecture: codes losslessly, badly."""
+    import torch
+
+    from bbans.models import build_model, default_architecture
+
+    if name not in _FAKE:
+        torch.manual_seed(0)
+        arch = default_architecture(name, width=16 if name != "cifar10" else 8)
+        if name == "cifar10":
+            arch["blocks"] = 1
+        _FAKE[name] = build_model(arch).eval()
+    return _FAKE[name]
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    state = {"salt": ""}
+
+    def list_models():
+        return [{"name": n, "hash": f"fake-{n}"} for n in ("binary-mnist", "mnist", "cifar10")]
+
+    def load_model(name, encoder="refit", device="cpu"):
+        return _fake_model(name), {"name": name, "encoder": encoder, "hash": f"fake-{name}-{encoder}{state['salt']}"}
+
+    monkeypatch.setattr(checkpoints, "list_models", list_models)
+    monkeypatch.setattr(checkpoints, "load_model", load_model)
+    return state
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    monkeypatch.setattr(checkpoints, "list_models", lambda: [])
+
+
+# ---- the input tree --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """The fixture tree plus what git cannot hold: empty folders, symlinks, a fifo."""
+    src = tmp_path / "in"
+    shutil.copytree(TREE, src, symlinks=True)
+    (src / "empty").mkdir()
+    (src / "deep" / "hollow").mkdir()
+    (src / "links").mkdir()
+    os.symlink("../digits/d0.png", src / "links" / "inside.png")
+    os.symlink("../..", src / "links" / "escapes")
+    os.symlink("/etc/hostname", src / "links" / "absolute")
+    os.mkfifo(src / "pipe")
+    os.chmod(src / "notes.txt", 0o600)
+    return src
+
+
+SKIPPED_LINKS = {"links/escapes", "links/absolute"}
+
+
+def _image_state(path: Path):
+    with Image.open(path) as img:
+        img.load()
+        text = {k: (str(v), getattr(v, "lang", None), getattr(v, "tkey", None))
+                for k, v in getattr(img, "text", {}).items()}
+        return img.format, img.mode, img.size, np.asarray(img).tobytes(), img.info, text
+
+
+def assert_restored(src: Path, dst: Path, stored_exact: set[str] | None = None, skip=frozenset({"pipe"})):
+    """Every entry of src is in dst: folders, links, files byte-identical or, for model-coded
+    images, identical in format, mode, size, pixels and metadata. Nothing else is in dst."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(src):
+        for name in dirnames + filenames:
+            s = Path(dirpath) / name
+            rel = s.relative_to(src).as_posix()
+            if rel in skip or rel in SKIPPED_LINKS:
+                assert not os.path.lexists(dst / rel), rel
+                continue
+            d = dst / rel
+            seen.add(rel)
+            if s.is_symlink():
+                assert d.is_symlink() and os.readlink(d) == os.readlink(s), rel
+            elif s.is_dir():
+                assert d.is_dir() and not d.is_symlink(), rel
+                assert (os.stat(d).st_mode & 0o777) == (os.stat(s).st_mode & 0o777), rel
+            else:
+                assert d.is_file() and not d.is_symlink(), rel
+                assert os.stat(d).st_mtime_ns == os.stat(s).st_mtime_ns, rel
+                assert (os.stat(d).st_mode & 0o777) == (os.stat(s).st_mode & 0o777), rel
+                if s.read_bytes() == d.read_bytes():
+                    continue
+                assert stored_exact is None or rel not in stored_exact, f"{rel} should be byte-identical"
+                assert _image_state(s) == _image_state(d), rel
+    extra = {Path(dp, n).relative_to(dst).as_posix() for dp, dns, fns in os.walk(dst) for n in dns + fns} - seen
+    assert not extra, extra
+
+
+def _kinds(bb: Path) -> dict[str, str]:
+    with archive.Reader(bb) as r:
+        return {e["path"]: (r.groups[e["group"]]["model"] if e["kind"] == "model" else e["kind"]) for e in r.entries}
+
+
+# ---- round trips -----------------------------------------------------------------------------
+
+
+def test_generic_round_trip_without_models(tree, tmp_path, no_models):
+    bb = tmp_path / "t.bb"
+    code, out, err = run("compress", tree, "-o", bb)
+    assert code == 0, err
+    assert "pipe: named pipe (fifo) skipped" in err
+    assert "model mnist is not bundled" in err
+    kinds = _kinds(bb)
+    assert set(v for v in kinds.values()) == {"stored", "dir", "symlink"}
+    code, out, err = run("decompress", bb)
+    assert code == 0, err
+    assert "points outside the output folder" in err and "resolves outside" not in err
+    assert_restored(tree, tmp_path / "t", stored_exact=set(kinds))
+
+
+def test_model_round_trip(tree, tmp_path, fake_models):
+    bb = tmp_path / "t.bb"
+    code, out, err = run("compress", tree, "-o", bb, "--batch-size", 3, "--lanes", 64, "--verify")
+    assert code == 0, err
+    assert "verified" in out
+    kinds = _kinds(bb)
+    for name in ("binary/b0.png", "binary/b1.pbm", "binary/b2.bmp", "binary/b3.tif"):
+        assert kinds[name] == "binary-mnist"
+    for name in ("digits/d0.png", "digits/d1.pgm", "digits/d2.bmp", "digits/wide 41x30.png"):
+        assert kinds[name] == "mnist"
+    for name in ("colour/c0.png", "colour/c1.ppm", "colour/c2.tif", "deep/er/still/ünï ✓.png"):
+        assert kinds[name] == "cifar10"
+    assert all(kinds[k] == "stored" for k in kinds if k.startswith("stored/"))
+    out_dir = tmp_path / "restored"
+    code, out, err = run("decompress", bb, "-o", out_dir)
+    assert code == 0, err
+    stored = {k for k, v in kinds.items() if v == "stored"}
+    assert_restored(tree, out_dir, stored_exact=stored)
+
+
+def test_model_round_trip_with_optimal_inference(tree, tmp_path, fake_models):
+    src = tmp_path / "src"
+    shutil.copytree(tree / "binary", src / "binary")
+    shutil.copytree(tree / "digits", src / "digits")
+    shutil.copy(tree / "colour" / "c2.tif", src)
+    bb = tmp_path / "k2.bb"
+    code, out, err = run("compress", src, "-o", bb, "--K", 2, "--batch-size", 2, "--lanes", 32)
+    assert code == 0, err
+    assert set(_kinds(bb).values()) == {"binary-mnist", "mnist", "cifar10", "dir"}
+    assert run("decompress", bb)[0] == 0
+    assert_restored(src, tmp_path / "k2")
+
+
+def test_forced_model_and_none(tree, tmp_path, fake_models):
+    bb = tmp_path / "m.bb"
+    assert run("compress", tree / "binary", "-o", bb, "--model", "mnist")[0] == 0
+    assert set(_kinds(bb).values()) == {"mnist"}
+    assert run("decompress", bb, "-o", tmp_path / "m")[0] == 0
+    assert_restored(tree / "binary", tmp_path / "m")
+    bb = tmp_path / "b.bb"
+    code, out, _ = run("compress", tree / "digits", tree / "binary", "-o", bb, "--model", "binary-mnist", "--json")
+    assert code == 0
+    why = {e["path"]: e.get("why") for e in json.loads(out)["entries"]}
+    assert why["d0.png"] == "not served by --model binary-mnist" and why["b0.png"] is None
+    bb = tmp_path / "n.bb"
+    assert run("compress", tree / "binary", "-o", bb, "--model", "none")[0] == 0
+    assert set(_kinds(bb).values()) == {"stored"}
+
+
+def test_real_bundled_models_round_trip(tmp_path):
+    have = {m["name"] for m in checkpoints.list_models()}
+    if not {"mnist", "binary-mnist"} & have:
+        pytest.skip("no bundled MNIST models yet")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(TREE / "digits" / "d0.png", src)
+    shutil.copy(TREE / "binary" / "b0.png", src)
+    for K in (0, 2):
+        bb = tmp_path / f"k{K}.bb"
+        code, out, err = run("compress", src, "-o", bb, "--K", K, "--batch-size", 2, "--device", "cpu", "--verify")
+        assert code == 0, err
+        assert run("decompress", bb, "-o", tmp_path / f"k{K}")[0] == 0
+        assert_restored(src, tmp_path / f"k{K}")
+
+
+def test_file_roots_symlink_roots_and_name_clashes(tmp_path, no_models):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x.txt").write_text("a")
+    (b / "x.txt").write_text("b")
+    (tmp_path / "lone.txt").write_text("lone")
+    os.symlink(tmp_path / "lone.txt", tmp_path / "via-link.txt")
+    code, _, err = run("compress", a, b, "-o", tmp_path / "clash.bb")
+    assert code == 1 and "both be stored as 'x.txt'" in err
+    assert not (tmp_path / "clash.bb").exists()
+    bb = tmp_path / "ok.bb"
+    assert run("compress", a, tmp_path / "lone.txt", tmp_path / "via-link.txt", "-o", bb)[0] == 0
+    assert _kinds(bb) == {"x.txt": "stored", "lone.txt": "stored", "via-link.txt": "stored"}
+    code, _, err = run("compress", tmp_path / "missing", "-o", tmp_path / "m.bb")
+    assert code == 1 and "no such file" in err
+
+
+def test_names_differing_in_case_both_restore(tmp_path, no_models):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "A.txt").write_text("upper")
+    (src / "a.txt").write_text("lower")
+    assert run("compress", src, "-o", tmp_path / "c.bb")[0] == 0
+    if (src / "A.txt").read_text() != "upper":
+        pytest.skip("case-insensitive filesystem")
+    assert run("decompress", tmp_path / "c.bb")[0] == 0
+    assert (tmp_path / "c" / "A.txt").read_text() == "upper" and (tmp_path / "c" / "a.txt").read_text() == "lower"
+
+
+# ---- info, models, help ----------------------------------------------------------------------
+
+
+def test_info_on_a_real_archive(tree, tmp_path, fake_models):
+    bb = tmp_path / "t.bb"
+    assert run("compress", tree / "digits", tree / "colour", "-o", bb, "--K", 1, "--batch-size", 4, "--lanes", 32)[0] == 0
+    code, out, _ = run("info", bb)
+    assert code == 0
+    assert "format 1" in out and "device class cpu" in out
+    assert "model mnist" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
+    assert "d0.png" in out and "c1.ppm" in out
+    code, out, _ = run("info", bb, "--json")
+    rep = json.loads(out)
+    assert rep["archive_bytes"] == bb.stat().st_size
+    assert {g["model"] for g in rep["groups"]} == {"mnist", "cifar10"}
+    assert all(g["K"] == 1 and g["device"] == "cpu" for g in rep["groups"])
+    files = [e for e in rep["entries"] if e["kind"] == "model"]
+    assert len(files) == 7 and all(e["bits_per_dim"] > 0 for e in files)
+    assert sum(e["coded_bytes"] for e in files) == pytest.approx(sum(g["payload_bytes"] for g in rep["groups"]))
+
+
+def test_models_command(fake_models):
+    code, out, _ = run("models")
+    assert code == 0 and "binary-mnist" in out and "28x28" in out
+    rows = json.loads(run("models", "--json")[1])
+    assert [r["name"] for r in rows] == ["binary-mnist", "mnist", "cifar10"] and all(r["bundled"] for r in rows)
+
+
+@pytest.mark.parametrize("cmd", ["compress", "decompress", "info", "models"])
+def test_help_has_examples_and_exit_codes(cmd):
+    code, out, _ = run(cmd, "--help")
+    assert code == 0
+    assert "Examples:" in out and "Exit codes:" in out and "3  archive corrupt" in out
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+
+def test_overwrite_refusal(tmp_path, no_models):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("new")
+    bb = tmp_path / "a.bb"
+    bb.write_bytes(b"precious")
+    code, _, err = run("compress", src, "-o", bb)
+    assert code == 1 and "use -f" in err and bb.read_bytes() == b"precious"
+    assert run("compress", src, "-o", bb, "-f")[0] == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f.txt").write_text("old")
+    (out / "keep.txt").write_text("keep")
+    code, _, err = run("decompress", bb, "-o", out)
+    assert code == 1 and "refusing to overwrite" in err
+    assert (out / "f.txt").read_text() == "old" and sorted(p.name for p in out.iterdir()) == ["f.txt", "keep.txt"]
+    assert run("decompress", bb, "-o", out, "-f")[0] == 0
+    assert (out / "f.txt").read_text() == "new" and (out / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in out.iterdir()) == ["f.txt", "keep.txt"]
+
+
+def test_never_writes_through_a_link_in_the_output_folder(tmp_path, no_models):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f.txt").write_text("x")
+    assert run("compress", src, "-o", tmp_path / "a.bb")[0] == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "sub")
+    code, _, err = run("decompress", tmp_path / "a.bb", "-o", out, "-f")
+    assert code == 1
+    assert list(outside.iterdir()) == []
+
+
+def _split(data: bytes):
+    _, _, hlen, _, plen = struct.unpack("<6sHIIQ", data[:24])
+    raw = lzma.decompress(data[24:24 + hlen], format=lzma.FORMAT_RAW,
+                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
+    return json.loads(raw), data[24 + hlen:24 + hlen + plen]
+
+
+def _renamed(data: bytes, old: str, new: str) -> bytes:
+    header, payload = _split(data)
+    for e in header["entries"]:
+        if e["path"] == old:
+            e["path"] = new
+    return archive.pack(header, [payload])
+
+
+def _oversized(data: bytes) -> bytes:
+    header, payload = _split(data)
+    for e in header["entries"]:
+        if e["kind"] == "stored" and e["data"]["codec"] == "lzma2":
+            e["size"] = 1 << 50
+    return archive.pack(header, [payload])
+
+
+BAD = {
+    "corrupt byte": lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:],
+    "truncated": lambda d: d[: len(d) - 40],
+    "foreign": lambda d: b"PK\x03\x04" + d[4:],
+    "future version": lambda d: d[:6] + struct.pack("<H", 2) + d[8:],
+    "path traversal": lambda d: _renamed(d, "f.txt", "../f.txt"),
+    "absolute path": lambda d: _renamed(d, "f.txt", "/tmp/bbans-evil.txt"),
+    "colliding names": lambda d: _renamed(d, "g.txt", "f.txt"),
+    "oversized length": _oversized,
+    "empty file": lambda d: b"",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_archives_fail_cleanly(tmp_path, no_models, case):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("f" * 500)
+    (src / "g.txt").write_text("g" * 500)
+    good = tmp_path / "good.bb"
+    assert run("compress", src, "-o", good)[0] == 0
+    bad = tmp_path / "bad.bb"
+    bad.write_bytes(BAD[case](good.read_bytes()))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (("decompress", bad), ("decompress", bad, "-o", tmp_path / "x" / "y"), ("info", bad)):
+        code, out, err = run(*args)
+        assert code == 3, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bbans: error: "), err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not os.path.exists("/tmp/bbans-evil.txt")
+    if case == "future version":
+        assert "made by a newer bbans (format 2)" in err
+
+
+def test_other_model_weights_are_a_mismatch(tmp_path, fake_models):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(TREE / "digits" / "d0.png", src)
+    assert run("compress", src, "-o", tmp_path / "a.bb")[0] == 0
+    fake_models["salt"] = "-retrained"
+    code, _, err = run("decompress", tmp_path / "a.bb")
+    assert code == 4 and "weights" in err
+    assert not (tmp_path / "a").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bb", "src"]
+
+
+def test_a_failure_while_decoding_leaves_nothing(tree, tmp_path, fake_models, monkeypatch):
+    bb = tmp_path / "t.bb"
+    assert run("compress", tree / "binary", tree / "digits", tree / "stored", "-o", bb, "--lanes", 64)[0] == 0
+    real = archive.images.encode
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise archive.MismatchError("simulated failure")
+        return real(*a, **k)
+
+    monkeypatch.setattr(archive.images, "encode", flaky)
+    code, _, err = run("decompress", bb, "-o", tmp_path / "new" / "deeper")
+    assert code == 4 and "simulated" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "t.bb"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("mine")
+    calls.clear()
+    code, _, err = run("decompress", bb, "-o", existing)
+    assert code == 4
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+
+
+def test_failed_verify_keeps_no_archive(tmp_path, no_models, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("f")
+
+    def bad_verify(*a, **k):
+        raise archive.MismatchError("verify failed: simulated")
+
+    monkeypatch.setattr(archive, "verify", bad_verify)
+    code, _, err = run("compress", src, "-o", tmp_path / "a.bb", "--verify")
+    assert code == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+# ---- the real process ------------------------------------------------------------------------
+
+
+def test_process_exit_codes_and_no_traceback(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("hello")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bb = tmp_path / "a.bb"
+    p = subprocess.run([sys.executable, "-m", "bbans", "compress", str(src), "-o", str(bb), "--model", "none", "-q"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    data = bytearray(bb.read_bytes())
+    data[30] ^= 0xFF
+    bb.write_bytes(bytes(data))
+    p = subprocess.run([sys.executable, "-m", "bbans", "decompress", str(bb)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 3
+    assert p.stderr.strip().count("\n") == 0 and "checksum mismatch" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "a").exists()
+    p = subprocess.run([sys.executable, "-m", "bbans", "compress", str(src), "-o", str(bb), "--model", "none"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1 and "use -f" in p.stderr and "Traceback" not in p.stderr
