@@ -91,6 +91,25 @@ def _phantom(key: np.uint64, first: int, count: int) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.uint32)
 
 
+_U32 = np.uint64(32)
+_RANS_L = np.uint64(RANS_L)
+
+
+def _gather_scatter(lanes: int):
+    """(gather, scatter) of the masked lanes, in lane order: boolean indexing has the lowest
+    call overhead for few lanes, compress/place the best throughput for many."""
+    if lanes < 256:
+
+        def gather(a, m):
+            return a[m]
+
+        def scatter(a, m, v):
+            a[m] = v
+
+        return gather, scatter
+    return np.ndarray.compress, np.place
+
+
 def _as_u64(a) -> np.ndarray:
     """Integer array -> uint64 without a copy where possible (int64 is reinterpreted)."""
     a = np.asarray(a)
@@ -313,20 +332,20 @@ class Message:
         return cf.view(np.int64), finish
 
     def _finish(self, h, m, cf, s, f, prec) -> None:
-        h >>= prec
+        h >>= np.uint64(prec)
         h *= f
         h += cf
         h -= s
-        np.less(h, RANS_L, out=m)
-        k = np.count_nonzero(m)
+        np.less(h, _RANS_L, out=m)
+        sel = h[m]
+        k = sel.size
         if k:
             if self._top >= k:
                 self._top -= k
                 words = self._tail[self._top : self._top + k]
             else:
                 words = self._read_underflow(k)
-            sel = h[m]
-            sel <<= 32
+            sel <<= _U32
             sel |= words
             h[m] = sel
 
@@ -354,7 +373,11 @@ class Message:
         tail = self._tail
         mbuf = np.empty(L, dtype=bool)
         qbuf = np.empty(L, dtype=np.uint64)
-        ge, fdiv, rshift, nnz = np.greater_equal, np.floor_divide, np.right_shift, np.count_nonzero
+        ge, fdiv = np.greater_equal, np.floor_divide
+        gather, scatter = _gather_scatter(L)
+        # NumPy ufuncs take noticeably longer with a scalar operand than with an array, so the
+        # constants are arrays of one value per lane.
+        c32 = np.full(L, 32, dtype=np.uint64)
         top = self._top
         # The last chunk may be partial; it is pushed first so that it pops last.
         for lo in range((n - 1) // L * L, -1, -L):
@@ -364,15 +387,16 @@ class Message:
             else:
                 h, m, q = head[: hi - lo], mbuf[: hi - lo], qbuf[: hi - lo]
             ge(h, xmax[lo:hi], out=m)
-            if nnz(m):
-                w = h[m]
+            w = gather(h, m)
+            if w.size:
                 if top == 0 and self.phantom_words:
                     self._write_bottom(w)
                     top = self._top
                 else:
                     tail[top : top + w.size] = w
                     top += w.size
-                rshift(h, 32, out=h, where=m)
+                np.right_shift(w, c32[: w.size], out=w)
+                scatter(h, m, w)
             fdiv(h, f[lo:hi], out=q)
             q *= cmf[lo:hi]
             h += q
@@ -390,21 +414,31 @@ class Message:
             raise ANSError(f"n must be a non-negative int, got {n!r}")
         n = int(n)
         L = self.lanes
-        mask = np.uint64((1 << prec) - 1)
+        # Constants as per-lane arrays: NumPy ufuncs take longer with scalar operands.
+        maskv = np.full(L, (1 << prec) - 1, dtype=np.uint64)
+        precv = np.full(L, prec, dtype=np.uint64)
+        lowv = np.full(L, RANS_L, dtype=np.uint64)
+        c32 = np.full(L, 32, dtype=np.uint64)
         head = self._head
         mbuf = np.empty(L, dtype=bool)
         out = None
         check = self.check
-        band, less, nnz = np.bitwise_and, np.less, np.count_nonzero
+        band, less, rshift, lshift, mul, add, sub, bor = (
+            np.bitwise_and, np.less, np.right_shift, np.left_shift,
+            np.multiply, np.add, np.subtract, np.bitwise_or,
+        )
+        gather, scatter = _gather_scatter(L)
         for lo in range(0, n, L):
             hi = min(lo + L, n)
             if hi - lo == L:
-                h, m = head, mbuf
+                h, m, mk, pr, lw = head, mbuf, maskv, precv, lowv
             else:
-                h, m = head[: hi - lo], mbuf[: hi - lo]
-            cf = band(h, mask)
+                w = hi - lo
+                h, m, mk, pr, lw = head[:w], mbuf[:w], maskv[:w], precv[:w], lowv[:w]
+            cf = band(h, mk)
             sym, s, f = lookup(lo, hi, cf.view(np.int64))
-            s, f = _as_u64(s), _as_u64(f)
+            s = s.view(np.uint64) if getattr(s, "dtype", None) == np.int64 else _as_u64(s)
+            f = f.view(np.uint64) if getattr(f, "dtype", None) == np.int64 else _as_u64(f)
             if check:
                 if s.shape != cf.shape or f.shape != cf.shape:
                     raise ANSError(f"lookup returned {s.shape}/{f.shape} intervals for {cf.size} positions")
@@ -413,12 +447,13 @@ class Message:
                 out = np.empty(n, dtype=np.asarray(sym).dtype)
             out[lo:hi] = sym
             # The finish step, inlined: it runs once per chunk.
-            h >>= prec
-            h *= f
-            h += cf
-            h -= s
-            less(h, RANS_L, out=m)
-            k = nnz(m)
+            rshift(h, pr, out=h)
+            mul(h, f, out=h)
+            add(h, cf, out=h)
+            sub(h, s, out=h)
+            less(h, lw, out=m)
+            sel = gather(h, m)
+            k = sel.size
             if k:
                 top = self._top
                 if top >= k:
@@ -426,10 +461,9 @@ class Message:
                     self._top = top - k
                 else:
                     words = self._read_underflow(k)
-                sel = h[m]
-                sel <<= 32
-                sel |= words
-                h[m] = sel
+                lshift(sel, c32[:k], out=sel)
+                bor(sel, words, out=sel)
+                scatter(h, m, sel)
         if out is None:
             out = np.empty(0, dtype=np.int64)
         return out

@@ -75,11 +75,16 @@ def quantize_cdf(cdf: torch.Tensor, precision: int) -> torch.Tensor:
     spare = (1 << prec) - k
     if spare < 0:
         raise ANSError(f"{k} symbols do not fit in precision {prec} (needs 2**precision >= {k})")
-    q = torch.floor(torch.nan_to_num(cdf.to(torch.float64), nan=0.0).clamp_(0.0, 1.0) * spare)
+    # In-place passes over one float64 buffer: this runs over every entry of every table.
+    q = torch.mul(cdf.to(torch.float64), float(spare))
+    torch.nan_to_num_(q, nan=0.0)
+    q.clamp_(0.0, float(spare)).floor_()
     q[..., 0] = 0.0
     q[..., -1] = float(spare)
-    q = torch.cummax(q, dim=-1).values.to(torch.int64)
-    return q + torch.arange(k + 1, dtype=torch.int64, device=q.device)
+    if (q[..., 1:] < q[..., :-1]).any():  # cheaper to test for than to run a cummax always
+        q = torch.cummax(q, dim=-1).values
+    q = q.to(torch.int64)
+    return q.add_(torch.arange(k + 1, dtype=torch.int64, device=q.device))
 
 
 def _to_numpy_ints(x, what: str) -> np.ndarray:
@@ -140,24 +145,26 @@ def _take_rows(t: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
 class _TableStream:
     """A stream of n symbols, each with its own quantised CDF row of K+1 entries.
 
-    `build(a, b)` returns the int64 rows a..b-1 as a NumPy array (b - a, K + 1); it is called
-    for the same blocks, in the same order, when pushing and popping.
+    `build(a, b)` returns rows a..b-1 as an int64 torch tensor (b - a, K + 1), on any device; it
+    is called for the same blocks, in the same order, when pushing and popping. Pushing gathers
+    each symbol's start and frequency where the table lives, so only two numbers per symbol
+    cross to the CPU; popping moves the block to the CPU and binary-searches it per chunk.
     """
 
-    def __init__(self, n: int, k: int, prec: int, build: Callable[[int, int], np.ndarray], validate: bool):
+    def __init__(self, n: int, k: int, prec: int, build: Callable[[int, int], torch.Tensor], validate: bool):
         self.n, self.k, self.prec, self.build, self.validate = n, k, prec, build, validate
 
     def _block_rows(self, lanes: int) -> int:
         # Whole chunks of lanes per block, so a chunk never straddles two blocks.
         return max(1, _BLOCK_ENTRIES // ((self.k + 1) * lanes)) * lanes
 
-    def _rows(self, a: int, b: int) -> np.ndarray:
-        q = np.ascontiguousarray(self.build(a, b), dtype=np.int64)
-        if q.shape != (b - a, self.k + 1):
-            raise ANSError(f"CDF table block has shape {q.shape}, expected {(b - a, self.k + 1)}")
-        if self.validate:
+    def _rows(self, a: int, b: int) -> torch.Tensor:
+        q = self.build(a, b)
+        if q.shape != (b - a, self.k + 1) or q.dtype != torch.int64:
+            raise ANSError(f"CDF table block is {q.dtype} {tuple(q.shape)}, expected int64 {(b - a, self.k + 1)}")
+        if self.validate and q.numel():
             m = 1 << self.prec
-            if (q[:, 0] != 0).any() or (q[:, -1] != m).any() or (np.diff(q, axis=1) < 1).any():
+            if (q[:, 0] != 0).any() or (q[:, -1] != m).any() or (q[:, 1:] <= q[:, :-1]).any():
                 raise ANSError(
                     f"integer CDF rows must start at 0, end at 2**{self.prec} and increase strictly "
                     "(every frequency >= 1)"
@@ -165,46 +172,62 @@ class _TableStream:
         return q
 
     def push(self, msg: Message, x: np.ndarray) -> None:
-        n, k1 = self.n, self.k + 1
+        n = self.n
         starts = np.empty(n, dtype=np.int64)
         freqs = np.empty(n, dtype=np.int64)
         step = self._block_rows(msg.lanes)
         for a in range(0, n, step):
             b = min(a + step, n)
-            flat = self._rows(a, b).reshape(-1)
-            idx = np.arange(0, (b - a) * k1, k1, dtype=np.int64)
-            idx += x[a:b]
-            starts[a:b] = flat[idx]
-            idx += 1
-            np.subtract(flat[idx], starts[a:b], out=freqs[a:b])
+            q = self._rows(a, b)
+            xs = torch.from_numpy(x[a:b]).to(q.device).unsqueeze(1)
+            lo = q.gather(1, xs)
+            hi = q.gather(1, xs + 1)
+            starts[a:b] = lo.squeeze(1).cpu().numpy()
+            freqs[a:b] = (hi - lo).squeeze(1).cpu().numpy()
         msg.push_stream(starts, freqs, self.prec)
 
     def pop(self, msg: Message) -> np.ndarray:
-        n, k1, prec, lanes = self.n, self.k + 1, self.prec, msg.lanes
+        n, k, prec, lanes = self.n, self.k, self.prec, msg.lanes
+        k1 = k + 1
         step = self._block_rows(lanes)
-        rowoff = np.arange(lanes, dtype=np.int64) << prec
-        symoff = np.arange(0, lanes * k1, k1, dtype=np.int64)
-        block = [0, 0, None, None, None]  # first row, end row, G, starts, freqs
-        searchsorted, take = np.searchsorted, np.take
+        # Largest k with cdf[k] <= cf, branch-free over all lanes: a first probe at K - P brings
+        # the range down to P = 2**floor(log2 K) entries, then P/2, P/4, ..., 1.
+        top = 1 << (k.bit_length() - 1)
+        first = np.int64(k - top)
+        halvings = [np.int64(top >> i) for i in range(1, top.bit_length())]
+        rowbase = np.arange(0, lanes * k1, k1, dtype=np.int64)
+        # Per-lane arrays rather than scalars: NumPy ufuncs are slower with scalar operands.
+        firstv = np.full(lanes, first, dtype=np.int64)
+        halfv = [np.full(lanes, h, dtype=np.int64) for h in halvings]
+        onev = np.ones(lanes, dtype=np.int64)
+        probe_buf = np.empty(lanes, dtype=np.int64)
+        v_buf = np.empty(lanes, dtype=np.int64)
+        c_buf = np.empty(lanes, dtype=bool)
+        add, sub, le, copyto = np.add, np.subtract, np.less_equal, np.copyto
+        block = [0, 0, None]  # first row, end row, flat table
 
         def lookup(lo: int, hi: int, cf: np.ndarray):
             if lo >= block[1]:
                 a, b = lo, min(lo + step, n)
-                q = self._rows(a, b)
-                f = np.empty_like(q)
-                np.subtract(q[:, 1:], q[:, :-1], out=f[:, :-1])
-                f[:, -1] = 1
-                # Offsetting row j of each chunk by j << prec (>= the previous row's last entry)
-                # makes a chunk's rows one non-decreasing array for a single searchsorted.
-                g = q + (np.arange(b - a, dtype=np.int64) % lanes << prec)[:, None]
-                block[:] = a, b, g.reshape(-1), q.reshape(-1), f.reshape(-1)
-            a, _, g, s, f = block
+                block[:] = a, b, np.ascontiguousarray(self._rows(a, b).cpu().numpy()).reshape(-1)
+            a, _, table = block
             w = hi - lo
-            j0 = (lo - a) * k1
-            j1 = j0 + w * k1
-            # Searching g[j0+1:j1] for the last entry <= key yields its index within g[j0:j1].
-            p = searchsorted(g[j0 + 1 : j1], cf + rowoff[:w], side="right")
-            return p - symoff[:w], take(s[j0:j1], p), take(f[j0:j1], p)
+            # Flat index of each lane's row start within the block, then of its current guess.
+            base = rowbase[:w] + (lo - a) * k1 if lo > a else rowbase[:w]
+            pos = base.copy()
+            probe, v, c = probe_buf[:w], v_buf[:w], c_buf[:w]
+            for hv in ([firstv] if first else []) + halfv:
+                add(pos, hv[:w], out=probe)
+                table.take(probe, out=v)
+                le(v, cf, out=c)
+                copyto(pos, probe, where=c)
+            start = table.take(pos)
+            add(pos, onev[:w], out=pos)
+            freq = table.take(pos)
+            sub(freq, start, out=freq)
+            sub(pos, base, out=pos)
+            sub(pos, onev[:w], out=pos)
+            return pos, start, freq
 
         return msg.pop_stream(n, prec, lookup)
 
@@ -224,7 +247,12 @@ def categorical(cdf_int: np.ndarray, precision: int) -> Codec:
     if table.ndim != 2 or table.shape[1] < 2 or table.dtype.kind not in "iu":
         raise ANSError(f"cdf_int must be an integer array (n, K+1) with K >= 1, got {table.dtype} {table.shape}")
     n, k = table.shape[0], table.shape[1] - 1
-    stream = _TableStream(n, k, prec, lambda a, b: table[a:b], validate=True)
+
+    def build(a: int, b: int) -> torch.Tensor:
+        rows = np.ascontiguousarray(table[a:b], dtype=np.int64)
+        return torch.from_numpy(rows if rows.flags.writeable else rows.copy())
+
+    stream = _TableStream(n, k, prec, build, validate=True)
 
     def push(msg: Message, symbols) -> None:
         stream.push(msg, _symbols(symbols, n, k, None))
@@ -290,7 +318,7 @@ def bernoulli(p: torch.Tensor, precision: int, mask=None) -> Codec:
 
 def _logistic_rows(mean: torch.Tensor, log_scale: torch.Tensor, prec: int) -> Callable:
     def build(a: int, b: int) -> np.ndarray:
-        return quantize_cdf(D.discretized_logistic_cdf(mean[a:b], log_scale[a:b]), prec).cpu().numpy()
+        return quantize_cdf(D.discretized_logistic_cdf(mean[a:b], log_scale[a:b]), prec)
 
     return build
 
@@ -416,7 +444,7 @@ def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_p
 
     def build(a: int, b: int) -> np.ndarray:
         z = (edges - mu64[a:b, None]) / std64[a:b, None]
-        return quantize_cdf(torch.special.ndtr(z), qp).cpu().numpy()
+        return quantize_cdf(torch.special.ndtr(z), qp)
 
     stream = _TableStream(n, 1 << pp, qp, build, validate=False)
 
