@@ -850,12 +850,35 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
                 for e in r.entries if e["kind"] == "model" and e["group"] == gi
             ])
         stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
-        tiles = bitsback.decompress(
-            model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask, config=config,
-            progress=lambda done, total, s=stage: progress(s, done, total),
-        )
+        try:
+            tiles = bitsback.decompress(
+                model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask, config=config,
+                progress=lambda done, total, s=stage: progress(s, done, total),
+            )
+        except MismatchError as exc:
+            raise MismatchError(f"{mismatch_name}: {g['model']} group: {exc}{_fingerprint_diff(g, config)}") from None
+        except BBANSError:
+            raise
+        except (ValueError, IndexError, RuntimeError, OverflowError) as exc:
+            # The checksum held, so these bytes are what some writer meant; they still do not decode.
+            raise MismatchError(f"{mismatch_name}: {g['model']} payload does not decode here "
+                                f"({type(exc).__name__}: {exc}){_fingerprint_diff(g, config)}") from None
         out[gi] = np.asarray(tiles, dtype=np.uint8).reshape(g["tiles"], c, th, tw)
     return out
+
+
+def _fingerprint_diff(group: dict, config) -> str:
+    """What differs between the machine that coded a group and this one, for error messages."""
+    from bbans import bitsback
+
+    then = group.get("fingerprint") or {}
+    try:
+        now = bitsback.fingerprint(config)
+    except Exception:  # a fingerprint is a courtesy; never hide the real error behind it
+        return ""
+    diff = [f"{k} {then.get(k)} there, {now.get(k)} here" for k in sorted(set(then) | set(now))
+            if then.get(k) != now.get(k)]
+    return f" (differences: {'; '.join(diff)})" if diff else ""
 
 
 def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[Decoded]:

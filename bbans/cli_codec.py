@@ -69,7 +69,7 @@ def _console():
     from rich.console import Console
 
     out = sys.stdout
-    return Console(file=out, width=None if out.isatty() else 120, highlight=False, soft_wrap=True)
+    return Console(file=out, width=None if out.isatty() else 160, highlight=False, soft_wrap=True)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -90,7 +90,8 @@ def _print_entries(con, rep: dict) -> None:
     t = Table(box=None, pad_edge=False)
     for col, just in (("path", "left"), ("kind", "left"), ("image", "left"), ("size", "right"),
                       ("coded", "right"), ("bits/dim", "right"), ("note", "left")):
-        t.add_column(col, justify=just)
+        # Paths and reasons wrap rather than being cut: a truncated name is no use.
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("path", "note"))
     for e in rep["entries"]:
         if e["kind"] == "dir":
             t.add_row(e["path"] + "/", "dir", "", "", "", "", "")
