@@ -111,7 +111,10 @@ def _read_bundled(fname: str) -> bytes | None:
 
 
 def list_models() -> list[dict]:
-    """Metadata records of the bundled models that are present (without per-encoder hashes)."""
+    """Metadata records of the bundled models that are present.
+
+    Per-encoder figures and hashes are under "encoders"; the top-level "hash" and
+    "test_bits_per_dim" are those of the default (refit) encoder."""
     out = []
     for name in BUNDLED_NAMES:
         raw = _read_bundled(f"{name}.json")
@@ -197,6 +200,7 @@ def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str 
     if control_run is not None:
         rec["control"] = summary(json.loads((Path(control_run) / "model.json").read_text()))
     # Top-level figures are those of the default (refit) encoder.
+    rec["hash"] = rec["encoders"]["refit"]["hash"]
     rec["test_bits_per_dim"] = rec["encoders"]["refit"]["test_bits_per_dim"]
     rec["train_bits_per_dim"] = rec["encoders"]["refit"]["train_bits_per_dim"]
     rec["epochs"] = base_meta["epochs"]
