@@ -580,6 +580,16 @@ def auto_lanes(coded_dims: int) -> int:
     return lanes
 
 
+def _route(probes: dict[str, images.Probe], allowed: set[str]) -> dict[str, str]:
+    """path -> the first model in the image's preference list that may be used."""
+    chosen = {}
+    for path, p in probes.items():
+        usable = [m for m in p.routes if m in allowed]
+        if usable:
+            chosen[path] = usable[0]
+    return chosen
+
+
 def create(roots: list[str], opts: Options, progress: Progress = _noop_progress, warn: Warn = _noop_warn,
            exclude: set[str] | None = None) -> tuple[bytes, dict]:
     """Build an archive of `roots`. Returns (archive bytes, report)."""
@@ -599,30 +609,50 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
     entries: list[dict] = []
     datas: dict[str, bytes] = {}
     probes: dict[str, images.Probe] = {}
-    chosen: dict[str, str] = {}
-    missing_models: dict[tuple[str, str], int] = {}
     for n, item in enumerate(files):
         progress("reading", n, len(files))
-        data = _read_regular(item.source)
-        datas[item.path] = data
-        p = images.probe(data)
-        probes[item.path] = p
-        usable = [m for m in p.routes if m in allowed]
-        miss = None
-        if usable:
-            chosen[item.path] = usable[0]
-            if opts.model == "auto" and usable[0] != p.routes[0]:
-                miss = (p.routes[0], f"coded with {usable[0]}")
-        elif p.routes and opts.model == "auto":
-            miss = (p.routes[0], "stored with LZMA2")
-            p.reason = f"model {p.routes[0]} not bundled"
-        if miss:
-            missing_models[miss] = missing_models.get(miss, 0) + 1
-        elif p.routes:
-            p.reason = "--model none" if opts.model == "none" else f"not served by --model {opts.model}"
+        datas[item.path] = _read_regular(item.source)
+        probes[item.path] = images.probe(datas[item.path])
     progress("reading", len(files), len(files))
-    for (name, went), count in sorted(missing_models.items()):
-        notes.append(f"model {name} is not bundled: {count} image(s) {went} instead")
+
+    device = opts.device
+    models = _Models()
+    unusable: dict[str, str] = {name: "is not bundled" for name in images.TILES if name not in have}
+    while True:
+        chosen = _route(probes, allowed - set(unusable))
+        needed = sorted(set(chosen.values()))
+        if needed:
+            from bbans import bitsback
+
+            device = bitsback.resolve_device(opts.device)
+        failed = False
+        for name in needed:
+            try:
+                models.get(name, opts.encoder, device)
+            except BBANSError as exc:
+                if opts.model != "auto":
+                    raise
+                unusable[name] = f"could not be loaded ({exc})"
+                failed = True
+        if not failed:
+            break
+    missing: dict[tuple[str, str], int] = {}
+    for path, p in probes.items():
+        if not p.routes:
+            continue
+        if path in chosen and (opts.model != "auto" or chosen[path] == p.routes[0]):
+            continue
+        if opts.model == "none":
+            p.reason = "--model none"
+        elif opts.model != "auto":
+            p.reason = f"not served by --model {opts.model}"
+        else:
+            want = p.routes[0]
+            went = f"coded with {chosen[path]}" if path in chosen else "stored with LZMA2"
+            p.reason = f"model {want} {unusable[want]}"
+            missing[(want, went)] = missing.get((want, went), 0) + 1
+    for (name, went), count in sorted(missing.items()):
+        notes.append(f"model {name} {unusable[name]}: {count} image(s) {went} instead")
 
     # Model groups, in the order of first use over the sorted entries: deterministic.
     group_order: list[str] = []
@@ -630,7 +660,6 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
         if chosen[path] not in group_order:
             group_order.append(chosen[path])
 
-    device = opts.device
     groups: list[dict] = []
     blobs = _Blobs()
     tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
@@ -638,8 +667,6 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
     if group_order:
         from bbans import bitsback
 
-        device = bitsback.resolve_device(opts.device)
-        models = _Models()
         versions = _versions()
         for gi, name in enumerate(group_order):
             c, th, tw = images.TILES[name]

@@ -224,6 +224,24 @@ def test_real_bundled_models_round_trip(tmp_path):
         assert_restored(src, tmp_path / f"k{K}")
 
 
+def test_a_model_that_fails_to_load_falls_back(tree, tmp_path, fake_models, monkeypatch):
+    real = checkpoints.load_model
+
+    def load_model(name, encoder="refit", device="cpu"):
+        if name == "binary-mnist":
+            raise BBANSError("bundled model 'binary-mnist' is incomplete")
+        return real(name, encoder, device)
+
+    monkeypatch.setattr(checkpoints, "load_model", load_model)
+    bb = tmp_path / "b.bb"
+    code, _, err = run("compress", tree / "binary", "-o", bb, "--lanes", 32)
+    assert code == 0
+    assert "model binary-mnist could not be loaded" in err and "4 image(s) coded with mnist instead" in err
+    assert set(_kinds(bb).values()) == {"mnist"}
+    code, _, err = run("compress", tree / "binary", "-o", bb, "-f", "--model", "binary-mnist")
+    assert code == 1 and "incomplete" in err
+
+
 def test_file_roots_symlink_roots_and_name_clashes(tmp_path, no_models):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
