@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import io
 import json
 import lzma
@@ -56,6 +57,8 @@ GROUP_DIMS_FIXED = 1 << 24
 GROUP_DIMS_PER_BIT = 4096
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_ENGINE_BOUNDS = {"K": (0, 100000), "lanes": (1, 1 << 16), "batch_size": (1, 1 << 20), "threads": (1, 1024),
+                  "prior_prec": (1, 24), "q_prec": (1, 32), "obs_prec": (1, 32), "seed": (0, (1 << 63) - 1)}
 STAGING_PREFIX = ".bbans-partial-"
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -131,8 +134,10 @@ class Reader:
             size = len(source)
         else:
             try:
-                self._f = open(source, "rb")
-                st = os.fstat(self._f.fileno())
+                # O_NONBLOCK: opening a fifo named as the archive must not hang.
+                fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+                self._f = os.fdopen(fd, "rb")
+                st = os.fstat(fd)
             except FileNotFoundError:
                 raise BBANSError(f"{self.name}: no such file") from None
             except IsADirectoryError:
@@ -279,6 +284,12 @@ def _validate_header(h, payload_len: int) -> None:
         _need(isinstance(g.get("model_hash"), str), f"{what}: model hash missing")
         _need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
         _need(isinstance(g.get("engine"), dict), f"{what}: engine settings missing")
+        for key, value in g["engine"].items():
+            _need(isinstance(value, (int, float, str, bool)) or value is None, f"{what}: engine setting {key!r}")
+            lo, hi = _ENGINE_BOUNDS.get(key, (None, None))
+            if lo is not None:
+                # Lanes, steps and threads size allocations and loops: bounded like a length.
+                _need(_is_int(value, lo, hi), f"{what}: engine setting {key}={value!r} out of range")
         _need(_is_int(g.get("tiles"), 1), f"{what}: bad tile count")
         _need(isinstance(g.get("masked"), bool), f"{what}: mask flag missing")
         end = _validate_ref(g.get("payload"), payload_len, end, what)
@@ -877,11 +888,12 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
                 for e in r.entries if e["kind"] == "model" and e["group"] == gi
             ])
         stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
+        kw = {"mask": mask, "config": config, "progress": lambda done, total, s=stage: progress(s, done, total)}
+        # DESIGN.md's signature has no image_shape; the engine's has. Accept both.
+        if "image_shape" in inspect.signature(bitsback.decompress).parameters:
+            kw["image_shape"] = (c, th, tw)
         try:
-            tiles = bitsback.decompress(
-                model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask, config=config,
-                progress=lambda done, total, s=stage: progress(s, done, total),
-            )
+            tiles = bitsback.decompress(model, r.blob(g["payload"]), g["tiles"], **kw)
         except MismatchError as exc:
             raise MismatchError(f"{mismatch_name}: {g['model']} group: {exc}{_fingerprint_diff(g, config)}") from None
         except BBANSError:

@@ -109,6 +109,24 @@ def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
         Reader(_mutated(good, add_group))
 
 
+@pytest.mark.parametrize("engine,message", [({"lanes": 1 << 40}, "out of range"), ({"K": -1}, "out of range"),
+                                            ({"lr": [1]}, "engine setting")])
+def test_engine_settings_are_bounded(good, engine, message):
+    def add_group(h):
+        h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": engine, "tiles": 1,
+                        "masked": False, "payload": {"offset": 0, "length": 10}}]
+    with pytest.raises(ArchiveError, match=message):
+        Reader(_mutated(good, add_group))
+
+
+def test_a_fifo_is_not_opened_as_an_archive(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "f.bb")
+    with pytest.raises(BBANSError, match="not a regular file"):
+        Reader(tmp_path / "f.bb")
+
+
 def test_corrupt_byte_is_caught_by_the_checksum(good):
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x40
