@@ -746,7 +746,7 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
             e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1],
                           "meta": pr.meta}
             e["sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
-            e["est_bits"] = round(est_bits[item.path], 3)
+            e["est_bits"] = int(round(est_bits[item.path]))
         else:
             progress("storing", stored_n, n_stored_total)
             stored_n += 1

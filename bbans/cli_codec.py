@@ -144,7 +144,7 @@ same name stop the run. Images the models serve (grey, black-and-white,
 RGB; PNG/BMP/TIFF/PGM/PPM) are coded by the model; everything else is
 stored losslessly with LZMA2. Symlinks inside folders are stored as
 links; fifos, sockets and devices are skipped with a warning."""))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=False))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Archive to write (.bb).")
 @click.option("--K", "K", type=click.IntRange(0, 10000), default=0, show_default=True,
               help="Adam steps of per-image optimal inference (0: amortised encoder only).")
@@ -203,7 +203,7 @@ def _default_outdir(path: str) -> str:
 
 @click.command("decompress", epilog=_epilog("""\b
 Examples:
-  bbans decompress digits.bb              # into ./digits/
+  bbans decompress digits.bb              # into digits/ beside it
   bbans decompress digits.bb -o restored/
   bbans decompress digits.bb -o restored/ -f
 
