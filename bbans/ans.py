@@ -91,23 +91,13 @@ def _phantom(key: np.uint64, first: int, count: int) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.uint32)
 
 
-_U32 = np.uint64(32)
-_RANS_L = np.uint64(RANS_L)
+_U64 = np.dtype(np.uint64)
+_I64 = np.dtype(np.int64)
 
 
-def _gather_scatter(lanes: int):
-    """(gather, scatter) of the masked lanes, in lane order: boolean indexing has the lowest
-    call overhead for few lanes, compress/place the best throughput for many."""
-    if lanes < 256:
-
-        def gather(a, m):
-            return a[m]
-
-        def scatter(a, m, v):
-            a[m] = v
-
-        return gather, scatter
-    return np.ndarray.compress, np.place
+# Gathering/scattering the renormalising lanes: boolean indexing has the lowest call overhead for
+# few lanes, ndarray.compress / np.place the best throughput for many.
+_MANY_LANES = 256
 
 
 def _as_u64(a) -> np.ndarray:
@@ -336,7 +326,7 @@ class Message:
         h *= f
         h += cf
         h -= s
-        np.less(h, _RANS_L, out=m)
+        np.less(h, RANS_L, out=m)
         sel = h[m]
         k = sel.size
         if k:
@@ -345,7 +335,7 @@ class Message:
                 words = self._tail[self._top : self._top + k]
             else:
                 words = self._read_underflow(k)
-            sel <<= _U32
+            sel <<= np.uint64(32)
             sel |= words
             h[m] = sel
 
@@ -374,7 +364,7 @@ class Message:
         mbuf = np.empty(L, dtype=bool)
         qbuf = np.empty(L, dtype=np.uint64)
         ge, fdiv = np.greater_equal, np.floor_divide
-        gather, scatter = _gather_scatter(L)
+        many = L >= _MANY_LANES
         # NumPy ufuncs take noticeably longer with a scalar operand than with an array, so the
         # constants are arrays of one value per lane.
         c32 = np.full(L, 32, dtype=np.uint64)
@@ -387,7 +377,7 @@ class Message:
             else:
                 h, m, q = head[: hi - lo], mbuf[: hi - lo], qbuf[: hi - lo]
             ge(h, xmax[lo:hi], out=m)
-            w = gather(h, m)
+            w = h.compress(m) if many else h[m]
             if w.size:
                 if top == 0 and self.phantom_words:
                     self._write_bottom(w)
@@ -396,7 +386,10 @@ class Message:
                     tail[top : top + w.size] = w
                     top += w.size
                 np.right_shift(w, c32[: w.size], out=w)
-                scatter(h, m, w)
+                if many:
+                    np.place(h, m, w)
+                else:
+                    h[m] = w
             fdiv(h, f[lo:hi], out=q)
             q *= cmf[lo:hi]
             h += q
@@ -427,7 +420,7 @@ class Message:
             np.bitwise_and, np.less, np.right_shift, np.left_shift,
             np.multiply, np.add, np.subtract, np.bitwise_or,
         )
-        gather, scatter = _gather_scatter(L)
+        many = L >= _MANY_LANES
         for lo in range(0, n, L):
             hi = min(lo + L, n)
             if hi - lo == L:
@@ -436,9 +429,9 @@ class Message:
                 w = hi - lo
                 h, m, mk, pr, lw = head[:w], mbuf[:w], maskv[:w], precv[:w], lowv[:w]
             cf = band(h, mk)
-            sym, s, f = lookup(lo, hi, cf.view(np.int64))
-            s = s.view(np.uint64) if getattr(s, "dtype", None) == np.int64 else _as_u64(s)
-            f = f.view(np.uint64) if getattr(f, "dtype", None) == np.int64 else _as_u64(f)
+            sym, s, f = lookup(lo, hi, cf.view(_I64))
+            s = s.view(_U64) if type(s) is np.ndarray and s.dtype is _I64 else _as_u64(s)
+            f = f.view(_U64) if type(f) is np.ndarray and f.dtype is _I64 else _as_u64(f)
             if check:
                 if s.shape != cf.shape or f.shape != cf.shape:
                     raise ANSError(f"lookup returned {s.shape}/{f.shape} intervals for {cf.size} positions")
@@ -452,7 +445,7 @@ class Message:
             add(h, cf, out=h)
             sub(h, s, out=h)
             less(h, lw, out=m)
-            sel = gather(h, m)
+            sel = h.compress(m) if many else h[m]
             k = sel.size
             if k:
                 top = self._top
@@ -463,7 +456,10 @@ class Message:
                     words = self._read_underflow(k)
                 lshift(sel, c32[:k], out=sel)
                 bor(sel, words, out=sel)
-                scatter(h, m, sel)
+                if many:
+                    np.place(h, m, sel)
+                else:
+                    h[m] = sel
         if out is None:
             out = np.empty(0, dtype=np.int64)
         return out

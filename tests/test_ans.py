@@ -150,7 +150,7 @@ def test_pop_past_the_bottom_then_push_back_restores_the_message_exactly(lanes, 
 @pytest.mark.parametrize("lanes", [1, 64, 1024])
 def test_coded_length_is_within_one_percent_plus_64_bits_per_lane_of_the_information(lanes):
     for prec, k in [(8, 4), (16, 256), (24, 1000)]:
-        cdf, x, s, f = stream_case(lanes + prec, 40_000, prec, k)
+        cdf, x, s, f = stream_case(lanes + prec, 5_000 if lanes == 1 else 40_000, prec, k)
         msg = Message(lanes)
         msg.push_stream(s, f, prec)
         info = float(np.sum(prec - np.log2(f)))
