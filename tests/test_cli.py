@@ -62,7 +62,9 @@ def fake_models(monkeypatch):
     state = {"salt": ""}
 
     def list_models():
-        return [{"name": n, "hash": f"fake-{n}"} for n in ("binary-mnist", "mnist", "cifar10")]
+        return [{"name": n, "hash": f"fake-{n}", "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
+                                                              "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
+                for i, n in enumerate(("binary-mnist", "mnist", "cifar10"))]
 
     def load_model(name, encoder="refit", device="cpu"):
         return _fake_model(name), {"name": name, "encoder": encoder, "hash": f"fake-{name}-{encoder}{state['salt']}"}
@@ -295,6 +297,7 @@ def test_info_on_a_real_archive(tree, tmp_path, fake_models):
 def test_models_command(fake_models):
     code, out, _ = run("models")
     assert code == 0 and "binary-mnist" in out and "28x28" in out
+    assert "refit 0.125, baseline 0.250" in out
     rows = json.loads(run("models", "--json")[1])
     assert [r["name"] for r in rows] == ["binary-mnist", "mnist", "cifar10"] and all(r["bundled"] for r in rows)
 
