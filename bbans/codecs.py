@@ -13,9 +13,10 @@ in float64 those paths differ by an ulp at most, far too little to move a floor(
 in practice, whereas in float32 it would flip table entries regularly.
 
 Tables of K+1 entries per symbol are built in blocks of rows (about `_BLOCK_ENTRIES` entries), so
-a batch of a million 8-bit pixels never materialises a million-row table. Decoding looks the
-symbols up with one `np.searchsorted` per chunk of lanes over a block whose rows are offset by
-``row << precision``, which makes the concatenated rows one sorted array.
+a batch of a million 8-bit pixels never materialises a million-row table, and push and pop build
+exactly the same blocks. Encoding gathers each symbol's start and frequency on the tables' device
+(two numbers per symbol cross to the CPU); decoding copies a block to the CPU and finds the
+symbols of a chunk of lanes with a branch-free binary search, about log2(K) vector steps.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class _TableStream:
         for a in range(0, n, step):
             b = min(a + step, n)
             q = self._rows(a, b)
-            xs = torch.from_numpy(x[a:b]).to(q.device).unsqueeze(1)
+            xs = torch.from_numpy(x[a:b].copy()).to(q.device).unsqueeze(1)
             lo = q.gather(1, xs)
             hi = q.gather(1, xs + 1)
             starts[a:b] = lo.squeeze(1).cpu().numpy()

@@ -67,6 +67,15 @@ def test_quantized_cdf_gives_every_symbol_a_frequency_and_sums_to_two_to_the_pre
     assert torch.equal(q, C.quantize_cdf(cdf.clone(), prec))
 
 
+def test_quantized_cdf_of_a_row_does_not_depend_on_the_other_rows():
+    g = torch.Generator().manual_seed(4)
+    mean, log_scale = torch.rand(300, generator=g, dtype=torch.float64), torch.rand(300, generator=g, dtype=torch.float64) - 4
+    whole = C.quantize_cdf(D.discretized_logistic_cdf(mean, log_scale), 20)
+    for i in (0, 7, 299):
+        part = C.quantize_cdf(D.discretized_logistic_cdf(mean[i : i + 1], log_scale[i : i + 1]), 20)
+        assert torch.equal(part[0], whole[i])
+
+
 def test_quantized_cdf_survives_nan_and_non_monotone_input():
     cdf = torch.tensor([[0.0, 0.7, float("nan"), 0.5, 1.2], [0.1, 0.2, 0.3, 0.4, 0.9]])
     q = C.quantize_cdf(cdf, 8)
@@ -172,6 +181,26 @@ def test_serial_pops_in_list_order_what_it_pushed():
     assert msg == Message(4)
     with pytest.raises(ANSError):
         codec.push(msg, xs[:2])
+
+
+def test_every_codec_hands_the_coder_intervals_that_pass_its_checks():
+    mean, log_scale, coeffs = pixel_params(9, (2, 3, 5, 5))
+    x = sample_logistic(mean, log_scale, 9)
+    mu, std = torch.randn(40), torch.rand(40) + 0.1
+    q = C.quantize_cdf(D.discretized_logistic_cdf(mean.double().reshape(-1), log_scale.double().reshape(-1)), 12)
+    cases = [
+        (C.logistic(mean, log_scale, 12), x),
+        (C.logistic_rgb(mean, log_scale, coeffs, 12, mask=np.ones((2, 5, 5), dtype=bool)), x),
+        (C.categorical(q.numpy(), 12), x.reshape(-1)),
+        (C.bernoulli(torch.full((2, 1, 5, 5), 0.9), 10), (x[:, :1] > 128).astype(np.int64)),
+        (C.gaussian_posterior(mu, std, 6, 14), np.arange(40)),
+        (C.uniform(40, 6), np.arange(40)),
+    ]
+    for codec, sym in cases:
+        msg = Message(3, check=True)
+        codec.push(msg, sym)
+        np.testing.assert_array_equal(codec.pop(msg), sym.reshape(-1))
+        assert msg == Message(3)
 
 
 # ---------------------------------------------------------------- rates
