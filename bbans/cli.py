@@ -43,7 +43,10 @@ _register()
 def main() -> None:
     """Console entry point: known errors become one line on stderr and a non-zero exit."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("bbans: aborted", err=True)
         sys.exit(EXIT_ERROR)
