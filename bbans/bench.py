@@ -786,3 +786,42 @@ def plot(report: dict, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---- Markdown (for benchmarks/RESULTS.md) ----------------------------------------------------
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1e3:.3f}"
+
+
+def to_markdown(report: dict) -> str:
+    """The two tables as GitHub Markdown, times in milliseconds per image."""
+    lines = []
+    if report["methods"]:
+        lines += ["| method | K | coded bits/dim | -ELBO bits/dim | overhead | compress ms/img | "
+                  "decompress ms/img | images/s | time × baseline | exact |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+        for r in report["methods"]:
+            lines.append(f"| {r['method']} | {r['K']} | {r['bits_per_dim']:.4f} | {r['neg_elbo_bits_per_dim']:.4f} | "
+                         f"{r['overhead_pct']:+.2f}% | {_ms(r['compress_s_per_image'])} | "
+                         f"{_ms(r['decompress_s_per_image'])} | {r['images_per_s']:.0f} | "
+                         f"{_f(r['time_rel_baseline'], '.2f')} | {'yes' if r['exact'] else '**NO**'} |")
+        for s in report["skipped_methods"]:
+            lines.append(f"| {s['method']} | | skipped: {s['reason']} | | | | | | | |")
+        lines.append("")
+    if report["generic"]:
+        lines += ["| codec | layout | bits/dim | vs best of ours | compress ms/img | decompress ms/img | exact | input |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | :---: | --- |"]
+        best = report["summary"]["best_bits_per_dim"]
+        for g in report["generic"]:
+            if g["skipped"]:
+                lines.append(f"| {g['codec']} | {g['layout']} | skipped: {g['skipped']} | | | | | |")
+                continue
+            gap = g["gap_vs_best_ours_bpd"]
+            vs = "-" if gap is None else (f"**{gap:+.4f} (ahead of ours)**" if gap < 0 else
+                                          f"{gap:+.4f} ({gap / best * 100:+.0f}%)")
+            lines.append(f"| {g['codec']} | {g['layout']} | {g['bits_per_dim']:.4f} | {vs} | "
+                         f"{_ms(g['compress_s_per_image'])} | {_ms(g['decompress_s_per_image'])} | "
+                         f"{'yes' if g['exact'] else '**NO**'} | {g['input']} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -99,6 +99,8 @@ def test_run_bench_end_to_end(tmp_path, binary_images):
     bench.write_json(report, out)
     back = json.loads(out.read_text())
     assert tuple(back) == bench.REPORT_KEYS
+    md = bench.to_markdown(report)
+    assert md.count("\n| refit+K1 | 1 |") == 1 and "| JPEG-XL | canvas |" in md
     png = tmp_path / "r.png"
     bench.plot(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
