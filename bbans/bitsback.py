@@ -115,7 +115,8 @@ def _deterministic(config: EngineConfig):
         yield
     finally:
         torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det)
+        if config.device == "cuda":
+            torch.use_deterministic_algorithms(prev_det)
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
         torch.backends.cudnn.benchmark = prev_bench
 
