@@ -694,7 +694,7 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
             masked = not bool(mask.all())
             model, meta = models.get(name, opts.encoder, device)
             lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
-            config = bitsback.EngineConfig(K=opts.K, seed=opts.seed, lanes=lanes,
+            config = bitsback.EngineConfig(K=opts.K, lr=bitsback.default_lr(model), seed=opts.seed, lanes=lanes,
                                            batch_size=opts.batch_size, device=device)
             stage = f"coding {len(members)} image(s) with {name}"
             payload, stats = bitsback.compress(

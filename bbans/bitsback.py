@@ -60,6 +60,11 @@ class EngineConfig:
         return cls(**d)
 
 
+def default_lr(model) -> float:
+    """The paper's K-step learning rates: 5e-3 for the MNIST MLPs, 1e-3 for the colour ResNet."""
+    return 1e-3 if model.likelihood == "logistic_rgb" else 5e-3
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; refuses 'cuda' without one."""
     if device == "auto":
