@@ -18,3 +18,10 @@ slot_b() { benchmarks/train_chain.sh mnist $MNIST_EPOCHS $R; }
 #     (stop the base after 70 / 50 epochs; the chain's `bbans train --epochs N --resume`
 #      finalises it at the epochs done, then refit alpha 0.5 and control alpha 0, 15 epochs each)
 #   when either chain is done: benchmarks/train_cifar10.sh 32 500 <minutes until 06:12> 100 10
+# What actually happened (a scheduling slip, recorded for honesty): an earlier CIFAR-10 waiter was
+# not stopped and started `benchmarks/train_cifar10.sh 32 500 83 100 10` at 04:48 (time limit
+# 83 min, i.e. until ~06:11); it was paused (SIGSTOP) at 05:03 while the MNIST refits ran and
+# continued (SIGCONT) when the first MNIST chain finished. A stray `bbans train --epochs 100
+# --resume` of the binary-mnist base also ran for 12 epochs beside its refit and was stopped; it
+# only advanced runs/binary-mnist-base/state.json, not the finalised 70-epoch model.* files the
+# refit, the control and the bundle use.
