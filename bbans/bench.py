@@ -36,7 +36,7 @@ JSON written by --json (REPORT_KEYS at the top level; one METHOD_KEYS dict per e
   device            "cpu" or "cuda": where the engine's arithmetic ran
   torch             torch version
   models            per encoder: name, hash, test_bits_per_dim (from the checkpoint metadata)
-  methods           per method: method, encoder, K, payload_bytes, bits_per_dim,
+  methods           per method: method, encoder, K, lr (K-step Adam rate), payload_bytes, bits_per_dim,
                     neg_elbo_bits_per_dim, discrete_neg_elbo_bits_per_dim, overhead_pct,
                     initial_bits, compress_s_per_image, decompress_s_per_image (wall clock,
                     time.perf_counter), compress_cpu_s_per_image, decompress_cpu_s_per_image
@@ -79,7 +79,7 @@ REPORT_KEYS = (
     "generic", "summary", "all_exact",
 )
 METHOD_KEYS = (
-    "method", "encoder", "K", "payload_bytes", "bits_per_dim", "neg_elbo_bits_per_dim",
+    "method", "encoder", "K", "lr", "payload_bytes", "bits_per_dim", "neg_elbo_bits_per_dim",
     "discrete_neg_elbo_bits_per_dim", "overhead_pct", "initial_bits", "compress_s_per_image",
     "decompress_s_per_image", "compress_cpu_s_per_image", "decompress_cpu_s_per_image", "images_per_s",
     "decompress_images_per_s", "time_rel_baseline", "decompress_time_rel_baseline", "exact",
@@ -153,11 +153,21 @@ def _bpd(bits: float, dims: int) -> float:
     return float(bits) / dims if dims else float("nan")
 
 
+def engine_config(model, k: int, engine_kwargs: dict):
+    """EngineConfig for one method; the K-step learning rate is the engine's per-model default."""
+    from bbans import bitsback
+
+    kw = dict(engine_kwargs)
+    if "lr" not in kw and hasattr(bitsback, "default_lr"):
+        kw["lr"] = bitsback.default_lr(model)
+    return bitsback.EngineConfig(K=k, **kw)
+
+
 def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop) -> dict:
     """Compress with the real engine, decompress, compare; sizes from the real payload."""
     from bbans import bitsback
 
-    config = bitsback.EngineConfig(K=spec.K, **engine_kwargs)
+    config = engine_config(model, spec.K, engine_kwargs)
     n = len(images)
     dims = int(images.size)
     label_c, label_d = f"{spec.name} compress", f"{spec.name} decompress"
@@ -180,6 +190,7 @@ def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict,
         "method": spec.name,
         "encoder": spec.encoder,
         "K": spec.K,
+        "lr": config.lr,
         "payload_bytes": len(payload),
         "bits_per_dim": bpd,
         "neg_elbo_bits_per_dim": neg_elbo,
@@ -203,7 +214,7 @@ def _warm_up(model, images: np.ndarray, engine_kwargs: dict, k: int) -> None:
     # partition ramps 1, 2, 4, ... up to batch_size); keep that out of the timed rows.
     from bbans import bitsback
 
-    config = bitsback.EngineConfig(K=k, **engine_kwargs)
+    config = engine_config(model, k, engine_kwargs)
     few = images[: min(len(images), 2 * config.batch_size if k == 0 else 8)]
     payload, _ = bitsback.compress(model, few, config=config)
     bitsback.decompress(model, payload, len(few), tuple(few.shape[1:]), config=config)
@@ -571,7 +582,8 @@ def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, b
         "date": date,
         "argv": list(argv) if argv is not None else [],
         "settings": dict(settings or {"K": list(ks), "generic": generic, **engine_kwargs}),
-        "engine_config": bitsback.EngineConfig(K=0, **engine_kwargs).to_dict(),
+        "engine_config": engine_config(next(iter(models.values())), 0, engine_kwargs).to_dict() if models
+        else bitsback.EngineConfig(K=0, **engine_kwargs).to_dict(),
         "machine": machine_info(),
         "device": device,
         "torch": torch.__version__,
