@@ -199,10 +199,10 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     out = Path(out)
     if (out / "state.json").exists() and not resume:
         raise BBANSError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     binary = is_binary(cfg.dataset)
     train_x, sel_x, sel_name, test_x = data if data is not None else _splits(cfg, data_dir)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data is there: no empty run folders
 
     if cfg.mode == "refit":
         if not cfg.base:
