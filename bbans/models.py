@@ -29,9 +29,10 @@ class VAE(nn.Module):
     # ---- subclass hooks ------------------------------------------------------------------
     def _encoder_input(self, x: torch.Tensor, noise_std: float = 0.0, generator=None) -> torch.Tensor:
         """Pixels -> floats on a [0, 1] intensity scale (binary images stay {0, 1})."""
-        xf = x.to(torch.float32)
-        if self.likelihood != "bernoulli":
-            xf = xf / 255.0
+        if self.likelihood == "bernoulli":
+            xf = (x > 0).to(torch.float32)  # {0, 1} and {0, 255} images alike, as in bernoulli_logp
+        else:
+            xf = x.to(torch.float32) / 255.0
         if noise_std > 0:
             xf = xf + noise_std * torch.randn(xf.shape, generator=generator, device=xf.device)
         return xf
