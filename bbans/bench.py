@@ -29,7 +29,8 @@ JSON written by --json (REPORT_KEYS at the top level; one METHOD_KEYS dict per e
   n_images          images benchmarked; image_shape [C, H, W]; dims = n_images*C*H*W
   date              ISO 8601 local time with offset, when the run started
   argv              the exact command line (empty when called as a library)
-  settings          K list, limit, device, batch_size, lanes, generic, data_dir, seed
+  settings          K list, limit, device, resolved_device, batch_size, lanes, threads,
+                    generic, data_dir (the command's options)
   engine_config     EngineConfig.to_dict() of the K = 0 baseline run
   machine           platform, processor, cpu_count, python, torch, torch_threads, numpy,
                     imagecodecs, pillow, gpu

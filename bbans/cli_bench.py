@@ -53,7 +53,7 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
         return ["bbans"] + sys.argv[1:]
     out = ["bbans", "bench", "--dataset", dataset, "--K", ",".join(map(str, settings["K"]))]
     for opt, key in (("--limit", "limit"), ("--device", "device"), ("--batch-size", "batch_size"),
-                     ("--lanes", "lanes"), ("--data-dir", "data_dir")):
+                     ("--lanes", "lanes"), ("--threads", "threads"), ("--data-dir", "data_dir")):
         if settings.get(key) is not None:
             out += [opt, str(settings[key])]
     out += [] if settings["generic"] else ["--no-generic"]
@@ -73,6 +73,9 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
               help="Images per engine batch.")
 @click.option("--lanes", type=click.IntRange(min=1), default=128, show_default=True,
               help="Interleaved rANS lanes of the message.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of the engine's arithmetic (default: the engine's). One thread gives "
+                   "steadier timings on a shared machine.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write every figure, the machine and the settings to this JSON file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -82,7 +85,7 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
 @click.option("--generic/--no-generic", default=True, show_default=True,
               help="Also measure PNG, WebP, JPEG-XL, JPEG-LS, JPEG 2000, zstd, xz and bzip2.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def bench_cmd(dataset, k_list, limit, device, batch_size, lanes, json_path, plot_path, data_dir, generic, quiet):
+def bench_cmd(dataset, k_list, limit, device, batch_size, lanes, threads, json_path, plot_path, data_dir, generic, quiet):
     """Coded bits/dim and speed of the BB-ANS methods beside generic lossless codecs.
 
     Methods: the baseline and refit encoders (K = 0) and K-step optimal inference from each,
@@ -103,8 +106,10 @@ def bench_cmd(dataset, k_list, limit, device, batch_size, lanes, json_path, plot
     models, meta, skipped = _load_models(dataset, dev)
 
     engine_kwargs = {"batch_size": batch_size, "lanes": lanes, "device": dev}
+    if threads is not None:
+        engine_kwargs["threads"] = threads
     settings = {"K": list(ks), "limit": limit, "device": device, "resolved_device": dev, "batch_size": batch_size,
-                "lanes": lanes, "generic": generic, "data_dir": data_dir}
+                "lanes": lanes, "threads": threads, "generic": generic, "data_dir": data_dir}
     show = not quiet and sys.stderr.isatty()
     prog, sink = _progress_sink(show)
     if prog is not None:

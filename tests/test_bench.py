@@ -156,7 +156,7 @@ def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
     # The CIFAR-10 fixture goes through the real loader (MNIST fixtures are not the published files,
     # so their md5 check would refuse them).
     res = CliRunner().invoke(cli, ["bench", "--dataset", "cifar10", "--data-dir", str(FIX), "--K", "0,1",
-                                   "--limit", "3", "--batch-size", "2", "--lanes", "4", "--device", "cpu",
+                                   "--limit", "3", "--batch-size", "2", "--lanes", "4", "--device", "cpu", "--threads", "1",
                                    "--json", str(js), "--plot", str(png), "-q"])
     assert res.exit_code == 0, res.output
     assert "refit+K1" in res.output and "JPEG-XL" in res.output
@@ -166,6 +166,7 @@ def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
     assert report["argv"][:3] == ["bbans", "bench", "--dataset"]
     assert report["settings"]["K"] == [0, 1] and report["settings"]["lanes"] == 4
     assert report["engine_config"]["lanes"] == 4 and report["device"] == "cpu"
+    assert report["engine_config"]["threads"] == 1 and "--threads" in report["argv"]
     assert {"platform", "cpu_count", "torch"} <= set(report["machine"])
     assert report["models"]["refit"]["hash"] == "tiny-refit"
     assert all(m["exact"] for m in report["methods"])
