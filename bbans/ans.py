@@ -4,7 +4,8 @@ State
 -----
 A `Message` holds L lane heads (uint64, kept in ``[RANS_L, 2**63)`` with ``RANS_L = 2**31``)
 and one tail: a stack of uint32 renormalisation words shared by all lanes. A fresh message has
-every head at ``RANS_L`` and an empty tail. Messages are mutable: push and pop change them in
+every head in ``[RANS_L, 2**32)``, its low 31 bits drawn from the seed (see `_initial_heads`),
+and an empty tail. Messages are mutable: push and pop change them in
 place; take a `copy()` to keep a state.
 
 Coding one symbol in one lane with interval ``[start, start + freq)`` out of ``2**precision``:
@@ -91,6 +92,18 @@ def _phantom(key: np.uint64, first: int, count: int) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.uint32)
 
 
+def _initial_heads(seed: int, lanes: int) -> np.ndarray:
+    """Fresh heads: RANS_L plus 31 seeded pseudo-random bits.
+
+    A head of exactly RANS_L would make each lane's first pop read cf = 0 and always pick the
+    lowest-cumulative symbol: a deterministic, extreme first posterior sample (one bad latent
+    per lane, thousands of bits on the first image). Random low bits make it a proper sample;
+    being a function of the seed, they cost nothing to transmit.
+    """
+    words = _phantom(_splitmix_key(seed ^ 0x5EEDF00D5EEDF00D), 0, lanes).astype(np.uint64)
+    return np.uint64(RANS_L) | (words & np.uint64(RANS_L - 1))
+
+
 _U64 = np.dtype(np.uint64)
 _I64 = np.dtype(np.int64)
 
@@ -160,10 +173,10 @@ class Message:
         self.seed = int(seed)
         self.check = bool(check)
         self.phantom_words = 0
-        self._head = np.full(self.lanes, RANS_L, dtype=np.uint64)
+        self._key = _splitmix_key(self.seed)
+        self._head = _initial_heads(self.seed, self.lanes)
         self._tail = np.empty(1024, dtype=np.uint32)
         self._top = 0
-        self._key = _splitmix_key(self.seed)
 
     # ------------------------------------------------------------------ state
 

@@ -35,10 +35,11 @@ def table_lookup(cdf):
     return lookup
 
 
-def test_fresh_message_has_every_head_at_the_lower_bound_and_an_empty_tail():
+def test_fresh_message_has_seeded_heads_just_above_the_lower_bound_and_an_empty_tail():
     msg = Message(5)
     assert msg.lanes == 5
-    assert (msg.heads == RANS_L).all()
+    assert (msg.heads >= RANS_L).all() and (msg.heads < 2**32).all()
+    assert (msg.heads == Message(msg.lanes, seed=msg.seed).heads).all()
     assert msg.tail.size == 0 and msg.phantom_words == 0
 
 
