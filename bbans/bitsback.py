@@ -4,8 +4,17 @@ For each batch the compressor pops z from the discretised posterior, pushes x wi
 pushes z with the prior; the decompressor runs the mirror image in reverse batch order. All
 batches share one message, so each batch's bits-back is paid for by the data already pushed.
 
-Latents live on the 2**prior_prec equal-mass buckets of N(0, 1): the prior over buckets is
-uniform, and the decoder sees each bucket's median.
+A model with a chain of latent layers (bbans.hierarchy) is coded with Bit-Swap's interleaving,
+of which the single-latent codec is the case L = 1:
+    pop z1 ~ q(z1|x), push x ~ p(x|z1), pop z2 ~ q(z2|z1), push z1 ~ p(z1|z2), ...,
+    push zL ~ p(zL).
+Each pop is funded by the push just before it, so the bits a batch must borrow up front are
+one layer's worth rather than all layers'.
+
+Latents of layer i live on the 2**prior_prec equal-mass buckets of N(0, s_i^2) (s_i is the
+model's `latent_scales`, 1 for the top layer): the top prior over buckets is uniform, the
+conditional priors and posteriors are Gaussians restricted to the buckets, and the networks see
+each bucket's median.
 
 Initial bits: the first batch pops from an empty message, so its posterior samples come from
 the message's seeded phantom words and cost their full -log Q(z) (no bits back). The batch
@@ -26,7 +35,7 @@ import torch
 
 from bbans import codecs
 from bbans.ans import Message
-from bbans.distributions import gaussian_kl_std_normal, std_normal_bucket_centres, std_normal_bucket_edges
+from bbans.distributions import gaussian_kl, gaussian_kl_std_normal, std_normal_bucket_centres, std_normal_bucket_edges
 from bbans.errors import BBANSError, MismatchError
 from bbans.inference import posterior
 
@@ -143,17 +152,26 @@ class _Session:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.centres = std_normal_bucket_centres(config.prior_prec, device=self.device).to(self.dtype)
-        self.edges = std_normal_bucket_edges(config.prior_prec, device=self.device)
+        self.layers = int(getattr(model, "latent_layers", 1))
+        self.scales = [float(v) for v in getattr(model, "latent_scales", (1.0,))]
+        base_centres = std_normal_bucket_centres(config.prior_prec, device=self.device)
+        base_edges = std_normal_bucket_edges(config.prior_prec, device=self.device)
+        self.centres = [(base_centres * sc).to(self.dtype) for sc in self.scales]
+        self.edges = [base_edges * sc for sc in self.scales]
 
-    # -- the three codecs ---------------------------------------------------------------
-    def posterior(self, x: torch.Tensor, batch_index: int):
+    # -- the codecs -------------------------------------------------------------------------
+    def posterior(self, layer: int, below: torch.Tensor, batch_index: int):
         c = self.config
-        return posterior(self.model, x, K=c.K, lr=c.lr, seed=c.seed, batch_index=batch_index)
+        return posterior(self.model, below, K=c.K, lr=c.lr, seed=c.seed, batch_index=batch_index, layer=layer)
 
-    def latent_codec(self, mu, std) -> codecs.Codec:
+    def latent_codec(self, layer: int, mu, std) -> codecs.Codec:
+        """A posterior, or a conditional prior p(z_layer | z_layer+1): Gaussians over the buckets."""
         c = self.config
-        return codecs.gaussian_posterior(mu.reshape(-1), std.reshape(-1), c.prior_prec, c.q_prec)
+        return codecs.gaussian_posterior(mu.reshape(-1), std.reshape(-1), c.prior_prec, c.q_prec, self.scales[layer])
+
+    def conditional_prior(self, layer: int, z_above: torch.Tensor):
+        with torch.no_grad():
+            return self.model.prior(layer, z_above)
 
     def prior_codec(self, n_symbols: int) -> codecs.Codec:
         return codecs.uniform(n_symbols, self.config.prior_prec)
@@ -164,28 +182,90 @@ class _Session:
             return codecs.bernoulli(torch.sigmoid(params["logits"].double()), c.obs_prec, mask=mask)
         if lik == "logistic":
             return codecs.logistic(params["mean"], params["log_scale"], c.obs_prec, mask=mask)
+        if lik == "logistic_mix":
+            return codecs.logistic_mix(params["logit_w"], params["mean"], params["log_scale"], c.obs_prec, mask=mask)
         if lik == "logistic_rgb":
             return codecs.logistic_rgb(params["mean"], params["log_scale"], params["coeffs"], c.obs_prec, mask=mask)
         raise MismatchError(f"model likelihood {lik!r} has no codec")
 
-    def latents(self, idx: np.ndarray, shape) -> torch.Tensor:
+    def latents(self, layer: int, idx: np.ndarray, shape) -> torch.Tensor:
         t = torch.as_tensor(idx.astype(np.int64), device=self.device)
-        return self.centres[t].reshape(shape)
+        return self.centres[layer][t].reshape(shape)
+
+    def decode(self, z1: torch.Tensor) -> dict:
+        with torch.no_grad():
+            return self.model.decode(z1)
 
     # -- statistics -----------------------------------------------------------------------
-    def batch_stats(self, x, mu, std, z_idx, z, params) -> dict:
-        """Per-image -ELBO (continuous) and the same with the codec's latent discretisation, in bits."""
+    def _log2_mass(self, layer: int, idx: np.ndarray, mu, std) -> torch.Tensor:
+        """Per image, log2 of the quantised-free bucket masses of the coded indices."""
+        idx = torch.as_tensor(idx.astype(np.int64), device=self.device).reshape(mu.shape)
+        mu64, std64 = mu.double(), std.double()
+        edges = self.edges[layer]
+        lo = torch.special.ndtr((edges[idx] - mu64) / std64)
+        hi = torch.special.ndtr((edges[idx + 1] - mu64) / std64)
+        return torch.log2(torch.clamp(hi - lo, min=2.0 ** -self.config.q_prec)).flatten(1).sum(1)
+
+    def batch_stats(self, x, layers: list, params) -> dict:
+        """Per-image -ELBO and the same with the codec's latent discretisation, in bits.
+
+        `layers`: per layer (z_idx, q_mu, q_std, p_mu, p_std), p_* None for the top layer. The
+        continuous figure takes the KL terms analytically given the coded latents above.
+        """
         with torch.no_grad():
             rec = -self.model.log_px(x, params).double() / LN2
-            kl = gaussian_kl_std_normal(mu.double(), std.double()).flatten(1).sum(1) / LN2
-            idx = torch.as_tensor(z_idx.astype(np.int64), device=self.device).reshape(mu.shape)
-            mu64, std64 = mu.double(), std.double()
-            lo = torch.special.ndtr((self.edges[idx] - mu64) / std64)
-            hi = torch.special.ndtr((self.edges[idx + 1] - mu64) / std64)
-            log_q = torch.log2(torch.clamp(hi - lo, min=2.0 ** -self.config.q_prec)).flatten(1).sum(1)
-            d = mu[0].numel()
-            discrete = rec + d * self.config.prior_prec + log_q
-        return {"neg_elbo_bits": (rec + kl).cpu().numpy(), "discrete_neg_elbo_bits": discrete.cpu().numpy()}
+            cont, disc = rec.clone(), rec.clone()
+            for layer, (idx, mu, std, pm, ps) in enumerate(layers):
+                if pm is None:
+                    kl = gaussian_kl_std_normal(mu.double(), std.double())
+                    disc += mu[0].numel() * self.config.prior_prec
+                else:
+                    kl = gaussian_kl(mu.double(), std.double(), pm.double(), ps.double())
+                    disc -= self._log2_mass(layer, idx, pm, ps)
+                cont += kl.flatten(1).sum(1) / LN2
+                disc += self._log2_mass(layer, idx, mu, std)
+        return {"neg_elbo_bits": cont.cpu().numpy(), "discrete_neg_elbo_bits": disc.cpu().numpy()}
+
+    # -- one batch, both directions --------------------------------------------------------------
+    def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
+        """pop z1, push x, pop z2, push z1, ..., push zL."""
+        mu, std = self.posterior(0, x, batch_index)
+        idx = self.latent_codec(0, mu, std).pop(msg)
+        z = self.latents(0, idx, mu.shape)
+        params = self.decode(z)
+        self.observation_codec(params, mask).push(msg, x)
+        coded = []
+        for layer in range(1, self.layers):
+            mu_up, std_up = self.posterior(layer, z, batch_index)
+            idx_up = self.latent_codec(layer, mu_up, std_up).pop(msg)
+            z_up = self.latents(layer, idx_up, mu_up.shape)
+            pm, ps = self.conditional_prior(layer - 1, z_up)
+            self.latent_codec(layer - 1, pm, ps).push(msg, idx)
+            coded.append((idx, mu, std, pm, ps))
+            idx, mu, std, z = idx_up, mu_up, std_up, z_up
+        self.prior_codec(idx.size).push(msg, idx)
+        coded.append((idx, mu, std, None, None))
+        return self.batch_stats(x, coded, params)
+
+    def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> torch.Tensor:
+        """The mirror image of push_batch: pop zL, pop z_{L-1}, push zL, ..., pop x, push z1."""
+        shapes = self.model.latent_shapes(image_shape)
+        top = self.layers - 1
+        idx = self.prior_codec(size * int(np.prod(shapes[top]))).pop(msg)
+        z = self.latents(top, idx, (size,) + tuple(shapes[top]))
+        for layer in range(top, 0, -1):
+            pm, ps = self.conditional_prior(layer - 1, z)
+            idx_down = self.latent_codec(layer - 1, pm, ps).pop(msg)
+            z_down = self.latents(layer - 1, idx_down, pm.shape)
+            mu, std = self.posterior(layer, z_down, batch_index)
+            self.latent_codec(layer, mu, std).push(msg, idx)
+            idx, z = idx_down, z_down
+        params = self.decode(z)
+        x = self.observation_codec(params, mask).pop(msg)
+        x = torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape((size,) + tuple(image_shape)), device=self.device)
+        mu, std = self.posterior(0, x, batch_index)
+        self.latent_codec(0, mu, std).push(msg, idx)
+        return x
 
 
 def _prepare(images: np.ndarray, mask: np.ndarray | None):
@@ -214,14 +294,7 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
             before = msg.bits()
             x = torch.as_tensor(images[start : start + size], device=s.device)
             m = None if mask is None else torch.as_tensor(mask[start : start + size], device=s.device)
-            mu, std = s.posterior(x, b)
-            z_idx = s.latent_codec(mu, std).pop(msg)
-            z = s.latents(z_idx, mu.shape)
-            with torch.no_grad():
-                params = s.model.decode(z)
-            s.observation_codec(params, m).push(msg, x)
-            s.prior_codec(z_idx.size).push(msg, z_idx)
-            bs = s.batch_stats(x, mu, std, z_idx, z, params)
+            bs = s.push_batch(msg, x, m, b)
             stats["neg_elbo_bits"].append(bs["neg_elbo_bits"])
             stats["discrete_neg_elbo_bits"].append(bs["discrete_neg_elbo_bits"])
             stats["batch_bits"].append(msg.bits() - before)
@@ -257,20 +330,11 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
     with _deterministic(config):
         s = _Session(model, config)
         msg = Message.from_bytes(payload, seed=config.seed)
-        latent_shape = s.model.latent_shape((c_, h, w))
-        d = int(np.prod(latent_shape))
         for b in reversed(range(len(sizes))):
             size, end = sizes[b], int(ends[b])
             start = end - size
             m = None if mask is None else torch.as_tensor(mask[start:end], device=s.device)
-            z_idx = s.prior_codec(size * d).pop(msg)
-            z = s.latents(z_idx, (size,) + tuple(latent_shape))
-            with torch.no_grad():
-                params = s.model.decode(z)
-            x = s.observation_codec(params, m).pop(msg)
-            x = torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape(size, c_, h, w), device=s.device)
-            mu, std = s.posterior(x, b)
-            s.latent_codec(mu, std).push(msg, z_idx)
+            x = s.pop_batch(msg, size, (c_, h, w), m, b)
             out[start:end] = x.cpu().numpy()
             done += size
             if progress is not None:

@@ -22,7 +22,7 @@ from bbans.errors import BBANSError
 from bbans.models import VAE, build_model
 
 BUNDLED_PACKAGE = "bbans.bundled"
-BUNDLED_NAMES = ("binary-mnist", "mnist", "cifar10")
+BUNDLED_NAMES = ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist", "cifar10")
 ENCODERS = ("refit", "baseline")
 
 

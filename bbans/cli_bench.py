@@ -28,19 +28,21 @@ def _progress_sink(enabled: bool):
     return prog, sink
 
 
-def _load_models(dataset: str, device: str):
+def _load_models(name: str, dataset: str, device: str):
     from bbans import checkpoints
 
     models, meta, skipped = {}, {}, {}
     for enc in ("baseline", "refit"):
         try:
-            models[enc], meta[enc] = checkpoints.load_model(dataset, encoder=enc, device=device)
+            models[enc], meta[enc] = checkpoints.load_model(name, encoder=enc, device=device)
+            if meta[enc].get("dataset") != dataset:
+                raise BBANSError(f"model {name} was trained on {meta[enc].get('dataset')}, not {dataset}")
         except BBANSError as exc:
             if not models and enc == "refit":
                 raise
             skipped[enc] = str(exc)
     if not models:
-        raise BBANSError(f"no bundled {dataset} model could be loaded: {skipped.get('baseline')}")
+        raise BBANSError(f"no bundled {name} model could be loaded: {skipped.get('baseline')}")
     return models, meta, skipped
 
 
@@ -52,7 +54,7 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
     if prog.name == "bbans" or (prog.name == "__main__.py" and prog.parent.name == "bbans"):
         return ["bbans"] + sys.argv[1:]
     out = ["bbans", "bench", "--dataset", dataset, "--K", ",".join(map(str, settings["K"]))]
-    for opt, key in (("--limit", "limit"), ("--device", "device"), ("--batch-size", "batch_size"),
+    for opt, key in (("--model", "model"), ("--limit", "limit"), ("--device", "device"), ("--batch-size", "batch_size"),
                      ("--lanes", "lanes"), ("--threads", "threads"), ("--data-dir", "data_dir")):
         if settings.get(key) is not None:
             out += [opt, str(settings[key])]
@@ -64,7 +66,9 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
 
 @click.command("bench")
 @click.option("--dataset", required=True, type=click.Choice(["binary-mnist", "mnist", "cifar10"]),
-              help="Test set to code; the bundled model of the same name codes it.")
+              help="Test set to code.")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Bundled model to code it with (`bbans models`); default: the paper's model of the same name.")
 @click.option("--K", "k_list", default="0,1,2,5,10", show_default=True, metavar="LIST",
               help="Comma-separated optimal-inference step counts; 0 gives the amortized encoders.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N test images.")
@@ -85,7 +89,7 @@ def _argv(settings: dict, dataset, json_path, plot_path, quiet) -> list[str]:
 @click.option("--generic/--no-generic", default=True, show_default=True,
               help="Also measure PNG, WebP, JPEG-XL, JPEG-LS, JPEG 2000, zstd, xz and bzip2.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def bench_cmd(dataset, k_list, limit, device, batch_size, lanes, threads, json_path, plot_path, data_dir, generic, quiet):
+def bench_cmd(dataset, model_name, k_list, limit, device, batch_size, lanes, threads, json_path, plot_path, data_dir, generic, quiet):
     """Coded bits/dim and speed of the BB-ANS methods beside generic lossless codecs.
 
     Methods: the baseline and refit encoders (K = 0) and K-step optimal inference from each,
@@ -103,12 +107,12 @@ def bench_cmd(dataset, k_list, limit, device, batch_size, lanes, threads, json_p
     images = load_dataset(dataset, "test", data_dir)
     if limit is not None:
         images = images[:limit]
-    models, meta, skipped = _load_models(dataset, dev)
+    models, meta, skipped = _load_models(model_name or dataset, dataset, dev)
 
     engine_kwargs = {"batch_size": batch_size, "lanes": lanes, "device": dev}
     if threads is not None:
         engine_kwargs["threads"] = threads
-    settings = {"K": list(ks), "limit": limit, "device": device, "resolved_device": dev, "batch_size": batch_size,
+    settings = {"model": model_name or dataset, "K": list(ks), "limit": limit, "device": device, "resolved_device": dev, "batch_size": batch_size,
                 "lanes": lanes, "threads": threads, "generic": generic, "data_dir": data_dir}
     show = not quiet and sys.stderr.isatty()
     prog, sink = _progress_sink(show)

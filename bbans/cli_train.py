@@ -27,6 +27,8 @@ def _threads(n: int) -> None:
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--width", type=int, default=None, help="hidden units (MLP, 500) or channels (ResNet, 64)")
+@click.option("--family", type=click.Choice(["paper", "hierarchical"]), default="paper", show_default=True,
+              help="the paper's single-latent model, or the three-layer convolutional hierarchy")
 @click.option("--eval-every", type=int, default=10, show_default=True, help="epochs between test evaluations")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="run folder")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -35,7 +37,7 @@ def _threads(n: int) -> None:
 @click.option("--max-epochs-this-call", type=int, default=None, help="stop after this many epochs (resume later)")
 @click.option("--time-limit", type=float, default=None,
               help="minutes: finish the run with the epochs done so far when another epoch would overrun")
-def train_cmd(dataset, epochs, lr, batch_size, seed, width, eval_every, out, data_dir, resume, threads,
+def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, out, data_dir, resume, threads,
               max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
     from bbans.train import TrainConfig, run
@@ -44,7 +46,7 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, eval_every, out, dat
     if lr is None:
         lr = 5e-4 if dataset == "cifar10" else 3e-4
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width,
-                      eval_every=eval_every)
+                      family=family, eval_every=eval_every)
     meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
                deadline=_deadline(time_limit))
     if "test_bits_per_dim" in meta:

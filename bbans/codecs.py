@@ -358,6 +358,44 @@ def logistic(mean: torch.Tensor, log_scale: torch.Tensor, precision: int, mask=N
     return Codec(push, pop)
 
 
+def logistic_mix(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, precision: int,
+                 mask=None) -> Codec:
+    """8-bit symbols under a mixture of discretised logistics per pixel.
+
+    Parameters (N, M, C, H, W), mixture on dim 1; symbols (N, C, H, W). `mask` as in `bernoulli`.
+    """
+    prec = _check_pixel_precision(precision)
+    logit_w, mean, log_scale = (torch.as_tensor(t) for t in (logit_w, mean, log_scale))
+    if mean.ndim != 5 or logit_w.shape != mean.shape or log_scale.shape != mean.shape:
+        raise ANSError(
+            "logistic_mix needs logit_w, mean, log_scale of one shape (N, M, C, H, W), got "
+            f"{tuple(logit_w.shape)}, {tuple(mean.shape)}, {tuple(log_scale.shape)}"
+        )
+    m_ = mean.shape[1]
+    shape = (mean.shape[0],) + tuple(mean.shape[2:])
+    n = int(np.prod(shape))
+    rows = _coded_rows(shape, mask)
+
+    def per_pixel(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(torch.float64).movedim(1, -1).reshape(-1, m_)
+        return t if rows is None else t[torch.as_tensor(rows, device=t.device)]
+
+    w, mu, ls = per_pixel(logit_w), per_pixel(mean), per_pixel(log_scale)
+
+    def build(a: int, b: int) -> torch.Tensor:
+        return quantize_cdf(D.discretized_logistic_mix_cdf(w[a:b], mu[a:b], ls[a:b]), prec)
+
+    stream = _TableStream(w.shape[0], D.LEVELS, prec, build, validate=False)
+
+    def push(msg: Message, symbols) -> None:
+        stream.push(msg, _symbols(symbols, n, D.LEVELS, rows))
+
+    def pop(msg: Message) -> np.ndarray:
+        return _scatter(stream.pop(msg), n, rows)
+
+    return Codec(push, pop)
+
+
 def logistic_rgb(mean: torch.Tensor, log_scale: torch.Tensor, coeffs: torch.Tensor, precision: int, mask=None) -> Codec:
     """8-bit RGB pixels (N, 3, H, W) with G's mean shifted by R and B's by R and G
     (`distributions.rgb_dependent_means`). Pops the whole R plane, then G, then B.
@@ -426,16 +464,19 @@ def logistic_rgb(mean: torch.Tensor, log_scale: torch.Tensor, coeffs: torch.Tens
     return Codec(push, pop)
 
 
-def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_prec: int) -> Codec:
-    """Bucket indices 0..2**prior_prec-1 of the equal-mass buckets of N(0, 1), each latent under
-    N(mu, std**2) restricted to the buckets, masses quantised at q_prec bits.
+def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_prec: int, scale: float = 1.0) -> Codec:
+    """Bucket indices 0..2**prior_prec-1 of the equal-mass buckets of N(0, scale**2), each latent
+    under N(mu, std**2) restricted to the buckets, masses quantised at q_prec bits.
 
-    The matching prior is `uniform(n, prior_prec)`.
+    Codes posteriors, and in a hierarchy the conditional priors p(z_i | z_{i+1}) too; the prior
+    of a top layer with scale 1 is `uniform(n, prior_prec)`.
     """
     pp = check_precision(prior_prec)
     qp = check_precision(q_prec)
     if qp < pp:
         raise ANSError(f"q_prec ({qp}) must be >= prior_prec ({pp})")
+    if not scale > 0:
+        raise ANSError(f"bucket scale must be > 0, got {scale}")
     mu, std = torch.as_tensor(mu), torch.as_tensor(std)
     if mu.shape != std.shape:
         raise ANSError(f"mu {tuple(mu.shape)} and std {tuple(std.shape)} differ in shape")
@@ -443,8 +484,10 @@ def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_p
     mu64 = mu.reshape(-1).to(torch.float64)
     std64 = std.reshape(-1).to(torch.float64)
     if n and not (torch.isfinite(std64).all() and (std64 > 0).all() and torch.isfinite(mu64).all()):
-        raise ANSError("posterior needs finite mu and finite std > 0")
+        raise ANSError("Gaussian over buckets needs finite mu and finite std > 0")
     edges = D.std_normal_bucket_edges(pp, dtype=torch.float64, device=mu64.device)
+    if scale != 1.0:
+        edges = edges * float(scale)
 
     def build(a: int, b: int) -> np.ndarray:
         z = (edges - mu64[a:b, None]) / std64[a:b, None]

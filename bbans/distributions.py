@@ -10,6 +10,8 @@ highest bins extend to -inf and +inf so every value keeps mass.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -89,3 +91,37 @@ def std_normal_bucket_centres(prior_prec: int, dtype=torch.float64, device=None)
 def gaussian_kl_std_normal(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, std^2) || N(0, 1)) elementwise, in nats."""
     return 0.5 * (mu * mu + std * std - 1.0) - torch.log(std)
+
+
+def discretized_logistic_mix_logp(x: torch.Tensor, logit_w: torch.Tensor, mean: torch.Tensor,
+                                  log_scale: torch.Tensor) -> torch.Tensor:
+    """Elementwise log P(x) in nats under a mixture of discretised logistics.
+
+    x: (N, C, H, W) pixels; logit_w, mean, log_scale: (N, M, C, H, W), mixture on dim 1.
+    """
+    comp = discretized_logistic_logp(x.unsqueeze(1).expand_as(mean), mean, log_scale)
+    return torch.logsumexp(torch.log_softmax(logit_w, dim=1) + comp, dim=1)
+
+
+def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Mixture CDF at the 257 bin edges. Inputs (..., M), mixture on the last axis; output (..., 257)."""
+    w = torch.softmax(logit_w, dim=-1)
+    cdf = discretized_logistic_cdf(mean, log_scale)  # (..., M, 257)
+    mixed = (w.unsqueeze(-1) * cdf).sum(-2)
+    # The ends are exact: the weights' sum may miss 1 by an ulp.
+    mixed[..., 0] = 0.0
+    mixed[..., -1] = 1.0
+    return mixed
+
+
+def gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, std^2) elementwise, in nats."""
+    e = (z - mu) / std
+    return -0.5 * e * e - torch.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_kl(mu_q: torch.Tensor, std_q: torch.Tensor, mu_p: torch.Tensor, std_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, std_q^2) || N(mu_p, std_p^2)) elementwise, in nats."""
+    r = std_q / std_p
+    d = (mu_q - mu_p) / std_p
+    return 0.5 * (r * r + d * d - 1.0) - torch.log(r)

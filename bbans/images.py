@@ -19,12 +19,20 @@ import numpy as np
 
 # Native tile (C, H, W) of each model, and the modes it can take. Order in ROUTES is preference.
 TILES: dict[str, tuple[int, int, int]] = {
+    "binary-mnist-hier": (1, 28, 28),
     "binary-mnist": (1, 28, 28),
+    "mnist-hier": (1, 28, 28),
     "mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
 }
+# The pixel alphabet of each model: "binary" models take 0/1, "grey" and "rgb" 8-bit values.
+ALPHABET: dict[str, str] = {
+    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey", "cifar10": "rgb",
+}
 SERVES: dict[str, str] = {
+    "binary-mnist-hier": "black-and-white images, 28x28 tiles (hierarchical latents; the default)",
     "binary-mnist": "black-and-white images (mode 1, or grey with only 0 and 255), 28x28 tiles",
+    "mnist-hier": "8-bit grey images, 28x28 tiles (hierarchical latents; the default)",
     "mnist": "8-bit grey images (mode L), 28x28 tiles; also black-and-white ones",
     "cifar10": "8-bit RGB images, 32x32 tiles",
 }
@@ -51,10 +59,11 @@ MAX_PIXELS = 1 << 28
 
 def routes_for(mode: str, binary: bool) -> tuple[str, ...]:
     """Models able to code an image of this mode, best first."""
-    if mode == "1":
-        return ("binary-mnist", "mnist")
+    # The hierarchical models code at lower rates (benchmarks/RESULTS.md), so they come first.
+    if mode == "1" or (mode == "L" and binary):
+        return ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")
     if mode == "L":
-        return ("binary-mnist", "mnist") if binary else ("mnist",)
+        return ("mnist-hier", "mnist")
     if mode == "RGB":
         return ("cifar10",)
     return ()
@@ -321,22 +330,24 @@ def probe(data: bytes) -> Probe:
 
 def to_model(pixels: np.ndarray, mode: str, model: str) -> np.ndarray:
     """Canonical pixels -> (C, H, W) uint8 in the model's alphabet (binary models take 0/1)."""
-    if model == "binary-mnist":
+    kind = ALPHABET.get(model)
+    if kind == "binary":
         return (pixels != 0).astype(np.uint8)[None]
-    if model == "mnist":
+    if kind == "grey":
         return (pixels * 255 if mode == "1" else pixels).astype(np.uint8)[None]
-    if model == "cifar10":
+    if kind == "rgb":
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
     raise ValueError(f"unknown model {model!r}")
 
 
 def from_model(arr: np.ndarray, mode: str, model: str) -> np.ndarray:
     """Inverse of `to_model`."""
-    if model == "binary-mnist":
+    kind = ALPHABET.get(model)
+    if kind == "binary":
         return (arr[0] * (1 if mode == "1" else 255)).astype(np.uint8)
-    if model == "mnist":
+    if kind == "grey":
         return (arr[0] // 255 if mode == "1" else arr[0]).astype(np.uint8)
-    if model == "cifar10":
+    if kind == "rgb":
         return np.ascontiguousarray(arr.transpose(1, 2, 0)).astype(np.uint8)
     raise ValueError(f"unknown model {model!r}")
 

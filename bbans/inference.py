@@ -10,14 +10,20 @@ images it has just decoded, so everything here must be a deterministic function 
   variants and defaults change between releases;
 - the loss is a sum of per-image terms and the decoder's weights are frozen, so one image's
   gradient never mixes with another's.
+
+In a hierarchy (bbans.hierarchy) each layer is refined on its own, given only the layer below
+it, because that is all the decompressor holds when it must rebuild that posterior: layer i's
+(mu, std) maximise the bound on log p(z_{i-1}) (log p(x) for the first layer) in which the
+layers above i keep their amortized posteriors. For a single-latent model this is the ELBO.
 """
+
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from bbans.distributions import gaussian_kl_std_normal
+from bbans.distributions import gaussian_kl_std_normal, gaussian_logpdf
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -29,35 +35,56 @@ def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def step_noise(shape, seed: int, batch_index: int, step: int, device, dtype) -> torch.Tensor:
-    """Standard normal noise for one step of one batch, identical on every device."""
+def step_noise(shape, seed: int, batch_index: int, step: int, device, dtype, stream: int = 0) -> torch.Tensor:
+    """Standard normal noise for one step of one batch, identical on every device.
+
+    `stream` separates the draws of different layers (0 is the first layer's own noise).
+    """
     gen = torch.Generator(device="cpu")
-    # Distinct, reproducible streams per (seed, batch, step) without any shared state.
-    gen.manual_seed((seed * 1_000_003 + batch_index) * 1_009 + step)
+    # Distinct, reproducible streams per (seed, batch, step, stream) without any shared state.
+    gen.manual_seed(((seed * 1_000_003 + batch_index) * 1_009 + step + (stream << 40)) % (1 << 63))
     return torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def posterior(model, x: torch.Tensor, K: int = 0, lr: float = 5e-3, seed: int = 0, batch_index: int = 0):
-    """(mu, std) of q(z|x) for a batch: the encoder's, refined by K Adam steps on the ELBO."""
+def _layer_loss(model, layer: int, below: torch.Tensor, mu, s, eps, step_eps_up) -> torch.Tensor:
+    """Summed over images: the negative bound for `below` with layer `layer` at N(mu, s^2)."""
+    z = mu + s * eps
+    n = z.shape[0]
+    if layer == 0:
+        fit = -model.log_px(below, model.decode(z))
+    else:
+        pm, ps = model.prior(layer - 1, z)
+        fit = -gaussian_logpdf(below, pm, ps).reshape(n, -1).sum(1)
+    if layer == model.latent_layers - 1:
+        reg = gaussian_kl_std_normal(mu, s).flatten(1).sum(1)
+    else:
+        reg = -torch.log(s).flatten(1).sum(1) + model.upper_neg_elbo(layer, z, step_eps_up)
+    return (fit + reg).sum()
+
+
+def posterior(model, below: torch.Tensor, K: int = 0, lr: float = 5e-3, seed: int = 0, batch_index: int = 0,
+              layer: int = 0):
+    """(mu, std) of layer `layer`'s posterior for a batch given the layer below (x for layer 0):
+    the amortized encoder's, refined by K Adam steps on the bound."""
     with torch.no_grad():
-        mu, std = model.encode(x)
+        mu, std = model.infer(layer, below)
     if K <= 0:
         return mu, std
+    upper_shapes = model.latent_shapes_above(layer, tuple(mu.shape[1:]))
     mu = mu.detach().clone()
     rho = _inverse_softplus(std.detach().clamp_min(STD_FLOOR)).clone()
     m = [torch.zeros_like(mu), torch.zeros_like(rho)]
     v = [torch.zeros_like(mu), torch.zeros_like(rho)]
     b1, b2 = ADAM_BETAS
+    n = mu.shape[0]
     for step in range(1, K + 1):
         mu.requires_grad_(True)
         rho.requires_grad_(True)
+        eps = step_noise(mu.shape, seed, batch_index, step, mu.device, mu.dtype, stream=layer)
+        eps_up = [step_noise((n,) + tuple(sh), seed, batch_index, step, mu.device, mu.dtype, stream=64 + 64 * layer + j)
+                  for j, sh in enumerate(upper_shapes)]
         with torch.enable_grad():
-            s = F.softplus(rho)
-            eps = step_noise(mu.shape, seed, batch_index, step, mu.device, mu.dtype)
-            z = mu + s * eps
-            params = model.decode(z)
-            kl = gaussian_kl_std_normal(mu, s).flatten(1).sum(1)
-            loss = (kl - model.log_px(x, params)).sum()
+            loss = _layer_loss(model, layer, below, mu, F.softplus(rho), eps, eps_up)
             g_mu, g_rho = torch.autograd.grad(loss, (mu, rho))
         with torch.no_grad():
             new = []
@@ -69,3 +96,4 @@ def posterior(model, x: torch.Tensor, K: int = 0, lr: float = 5e-3, seed: int = 
                 new.append(p.detach() - lr * m_hat / (torch.sqrt(v_hat) + ADAM_EPS))
             mu, rho = new
     return mu.detach(), F.softplus(rho).clamp_min(STD_FLOOR).detach()
+

@@ -25,6 +25,9 @@ class VAE(nn.Module):
 
     image_shape: tuple[int, int, int]
     likelihood: str
+    # Stochastic layers and the scale of each layer's latent buckets (see bbans.hierarchy).
+    latent_layers: int = 1
+    latent_scales: tuple = (1.0,)
 
     # ---- subclass hooks ------------------------------------------------------------------
     def _encoder_input(self, x: torch.Tensor, noise_std: float = 0.0, generator=None) -> torch.Tensor:
@@ -43,7 +46,20 @@ class VAE(nn.Module):
     def architecture(self) -> dict:
         raise NotImplementedError
 
+    def latent_shapes(self, image_shape=None) -> list[tuple]:
+        return [self.latent_shape(image_shape)]
+
+    def latent_shapes_above(self, i: int, shape: tuple) -> list[tuple]:
+        """Per-image shapes of the layers above layer i, whose latents have `shape`."""
+        return []
+
     # ---- shared ------------------------------------------------------------------------------
+    def infer(self, i: int, below: torch.Tensor):
+        """(mu, std) of layer i's posterior given the layer below it; one layer here: q(z|x)."""
+        if i != 0:
+            raise BBANSError(f"{type(self).__name__} has one stochastic layer, not layer {i}")
+        return self.encode(below)
+
     def encode(self, x_uint8: torch.Tensor, noise_std: float = 0.0, generator=None):
         raw = self.encoder(self._encoder_input(x_uint8, noise_std, generator))
         mu, s = raw.chunk(2, dim=1)
@@ -227,10 +243,28 @@ def build_model(arch: dict) -> VAE:
         return MLPVAE(**arch)
     if kind == "resnet":
         return ResNetVAE(**arch)
+    if kind == "hierarchical":
+        from bbans.hierarchy import HierarchicalVAE  # the hierarchy builds on this module
+
+        return HierarchicalVAE(**arch)
     raise BBANSError(f"unknown model architecture type {kind!r}")
 
 
-def default_architecture(dataset: str, width: int | None = None) -> dict:
+FAMILIES = ("paper", "hierarchical")
+
+
+def default_architecture(dataset: str, width: int | None = None, family: str = "paper") -> dict:
+    """The paper's model for a data set, or (family "hierarchical") the three-layer conv model."""
+    if family == "hierarchical":
+        if dataset not in ("binary-mnist", "mnist", "cifar10"):
+            raise BBANSError(f"unknown data set {dataset!r}")
+        shape = [3, 32, 32] if dataset == "cifar10" else [1, 28, 28]
+        return {"type": "hierarchical", "likelihood": "bernoulli" if dataset == "binary-mnist" else "logistic_mix",
+                "image_shape": shape, "width": width or (64 if dataset == "cifar10" else 32),
+                "latent_channels": 8 if dataset == "cifar10" else 4, "layers": 3, "blocks": 1, "mixtures": 3,
+                "latent_scales": [1.0, 1.0, 1.0]}
+    if family != "paper":
+        raise BBANSError(f"unknown model family {family!r} (choose from {', '.join(FAMILIES)})")
     if dataset == "binary-mnist":
         return {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": width or 500,
                 "latent": 10, "layers": 2}

@@ -116,6 +116,7 @@ class TrainConfig:
     batch_size: int = 100
     seed: int = 0
     width: int | None = None
+    family: str = "paper"
     eval_every: int = 10
     architecture: dict = field(default_factory=dict)
     # refit only
@@ -220,7 +221,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
         cfg.architecture = model.architecture()
     else:
         base_meta = None
-        cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width)
+        cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width, cfg.family)
         model = build_model(cfg.architecture)
         params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -245,7 +246,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
             rs, g = epoch_generators(cfg.seed, epoch)
             perm = rs.permutation(n)
             t0 = time.time()
-            run_loss = 0.0
+            run_loss, skipped = 0.0, 0
             for s in range(steps):
                 idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
                 x = prepare_batch(train_x, idx, binary, g)
@@ -255,13 +256,19 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
                 else:
                     loss = _refit_loss(model, cfg, x, train_x, rs, g, binary)
                 opt.zero_grad(set_to_none=True)
+                lb = float(loss.detach()) / (dims * math.log(2))
+                if not math.isfinite(lb):
+                    # One bad sample in a deep chain must not wreck the weights; the step is dropped.
+                    skipped += 1
+                    continue
                 loss.backward()
                 opt.step()
-                lb = float(loss.detach()) / (dims * math.log(2))
                 run_loss += lb
                 rep.step(epoch, lb)
             ep = epoch + 1
-            entry = {"epoch": ep, "loss_bpd": run_loss / steps, "seconds": round(time.time() - t0, 2)}
+            entry = {"epoch": ep, "loss_bpd": run_loss / max(1, steps - skipped), "seconds": round(time.time() - t0, 2)}
+            if skipped:
+                entry["skipped_steps"] = skipped
             do_eval = ep % cfg.eval_every == 0 or ep == cfg.epochs
             if sel_x is not None and (do_eval or cfg.dataset == "cifar10"):
                 entry[f"{sel_name}_bpd"] = evaluate(model, sel_x)
@@ -330,6 +337,10 @@ def _refit_loss(model: VAE, cfg: TrainConfig, real: torch.Tensor, train_x: np.nd
 def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test_x, binary: bool,
            base_meta: dict | None, best: dict, seconds: float) -> dict:
     model.eval()
+    if cfg.mode == "train" and model.latent_layers > 1:
+        from bbans.hierarchy import calibrate_latent_scales
+
+        calibrate_latent_scales(model, train_x[:5000])
     meta = {
         "dataset": cfg.dataset,
         "epochs": cfg.epochs,

@@ -13,9 +13,10 @@ from bbans import bitsback
 from bbans.bitsback import EngineConfig, batch_partition
 from bbans.distributions import bernoulli_logp, discretized_logistic_logp, gaussian_kl_std_normal, rgb_dependent_means
 from bbans.errors import BBANSError, MismatchError
+from bbans.models import VAE
 
 
-class TinyVAE(nn.Module):
+class TinyVAE(VAE):
     """A small untrained-but-random VAE with the engine's model interface."""
 
     def __init__(self, likelihood: str, shape=(1, 6, 5), latent=3, seed=0):

@@ -1,0 +1,203 @@
+"""A VAE with a chain of stochastic layers z1 ... zL (Bit-Swap's Markov hierarchy), convolutional.
+
+Generative model: p(zL) = N(0, I), p(z_i | z_{i+1}) Gaussian, p(x | z1) per pixel (Bernoulli or
+a mixture of discretised logistics). Inference model, also a chain: q(z1 | x), q(z_{i+1} | z_i).
+Because each posterior only looks one layer down, the coder can interleave the layers
+(pop z1, push x, pop z2, push z1, ...), so the bits borrowed for z_{i+1} are repaid by z_i
+just pushed; see bbans.bitsback.
+
+Resolution: z1 is at 1/2 of the image's height and width, z2 and above at 1/4, so the same
+weights code any image whose sides are multiples of 4. No layer mixes images of a batch.
+
+Each layer's latents are coded on the equal-mass buckets of N(0, s_i^2), with s_i
+(`latent_scales`) measured from the aggregate posterior after training, so the buckets follow
+where that layer's latents actually live.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bbans import distributions as D
+from bbans.errors import BBANSError
+from bbans.models import LOG_SCALE_MIN, STD_FLOOR, VAE, _ResBlock
+
+HIER_LIKELIHOODS = ("bernoulli", "logistic_mix")
+
+
+def _stack(cin: int, width: int, cout: int, blocks: int, resample: str) -> nn.Sequential:
+    # Resampling happens at the stack's ends, so no full-width tensor lives at the finer resolution
+    # (on a CPU those tensors were most of the training time).
+    first = nn.Conv2d(cin, width, 4, stride=2, padding=1) if resample == "down" else nn.Conv2d(cin, width, 3, padding=1)
+    last = (nn.ConvTranspose2d(width, cout, 4, stride=2, padding=1) if resample == "up"
+            else nn.Conv2d(width, cout, 3, padding=1))
+    return nn.Sequential(first, *[_ResBlock(width) for _ in range(blocks)], nn.ELU(), last)
+
+
+def _gaussian(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mu, s = raw.chunk(2, dim=1)
+    return mu, F.softplus(s) + STD_FLOOR
+
+
+class HierarchicalVAE(VAE):
+    def __init__(self, likelihood: str = "logistic_mix", image_shape=(1, 28, 28), width: int = 32,
+                 latent_channels: int = 8, layers: int = 2, blocks: int = 1, mixtures: int = 3,
+                 latent_scales=None):
+        super().__init__()
+        if likelihood not in HIER_LIKELIHOODS:
+            raise BBANSError(f"hierarchical model likelihood must be one of {HIER_LIKELIHOODS}, not {likelihood!r}")
+        if layers < 1:
+            raise BBANSError("a hierarchical model needs at least one stochastic layer")
+        self.likelihood = likelihood
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.width, self.latent_channels, self.layers = int(width), int(latent_channels), int(layers)
+        self.blocks, self.mixtures = int(blocks), int(mixtures)
+        scales = [1.0] * self.layers if latent_scales is None else [float(s) for s in latent_scales]
+        if len(scales) != self.layers or min(scales) <= 0:
+            raise BBANSError("latent_scales needs one positive scale per layer")
+        self.latent_scales = scales
+        self.latent_layers = self.layers
+        c, w, zc = self.image_shape[0], self.width, self.latent_channels
+        self.out_params = 1 if likelihood == "bernoulli" else 3 * self.mixtures
+        # Layer i (0-based) of the inference chain maps layer i-1 (x for i = 0) to z_{i+1}.
+        inf = [_stack(c, w, 2 * zc, blocks, "down")]
+        gen = [_stack(zc, w, self.out_params * c, blocks, "up")]
+        for i in range(1, layers):
+            resample = "down" if i == 1 else "same"
+            inf.append(_stack(zc, w, 2 * zc, blocks, resample))
+            gen.append(_stack(zc, w, 2 * zc, blocks, "up" if i == 1 else "same"))
+        # `encoder` / `decoder` are what the refit freezes or trains, as for the other models.
+        self.encoder = nn.ModuleList(inf)
+        self.decoder = nn.ModuleList(gen)
+
+    # ---- shapes ---------------------------------------------------------------------------------
+    def latent_shapes(self, image_shape=None) -> list[tuple]:
+        c, h, w = tuple(image_shape or self.image_shape)
+        if h % 4 or w % 4:
+            raise BBANSError(f"hierarchical model needs height and width divisible by 4, got {h}x{w}")
+        zc = self.latent_channels
+        return [(zc, h // 2, w // 2)] + [(zc, h // 4, w // 4)] * (self.layers - 1)
+
+    def latent_shapes_above(self, i: int, shape: tuple) -> list[tuple]:
+        zc, h, w = shape
+        # z1 is at half the image's resolution, the layers above at a quarter.
+        image = (self.image_shape[0], 2 * h, 2 * w) if i == 0 else (self.image_shape[0], 4 * h, 4 * w)
+        return self.latent_shapes(image)[i + 1:]
+
+    def latent_shape(self, image_shape=None) -> tuple:
+        return self.latent_shapes(image_shape)[0]
+
+    # ---- the chain ------------------------------------------------------------------------------
+    def infer(self, i: int, below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, std) of q(z_{i+1} | layer below): x (uint8) for i = 0, else z_i."""
+        inp = self._encoder_input(below) * 2.0 - 1.0 if i == 0 else below
+        return _gaussian(self.encoder[i](inp))
+
+    def prior(self, i: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, std) of p(z_{i+1} | z_{i+2}) for i < layers - 1; the top layer's prior is N(0, I)."""
+        return _gaussian(self.decoder[i + 1](above))
+
+    def encode(self, x_uint8, noise_std: float = 0.0, generator=None):
+        inp = self._encoder_input(x_uint8, noise_std, generator) * 2.0 - 1.0
+        return _gaussian(self.encoder[0](inp))
+
+    def decode(self, z1: torch.Tensor) -> dict:
+        out = self.decoder[0](z1)
+        n, _, h, w = out.shape
+        c = self.image_shape[0]
+        if self.likelihood == "bernoulli":
+            return {"logits": out.reshape(n, c, h, w)}
+        out = out.reshape(n, 3, self.mixtures, c, h, w)
+        return {"logit_w": out[:, 0], "mean": out[:, 1], "log_scale": out[:, 2].clamp(min=LOG_SCALE_MIN)}
+
+    def log_px(self, x_uint8, params) -> torch.Tensor:
+        n = x_uint8.shape[0]
+        if self.likelihood == "bernoulli":
+            lp = D.bernoulli_logp(x_uint8, params["logits"])
+        else:
+            lp = D.discretized_logistic_mix_logp(x_uint8, params["logit_w"], params["mean"], params["log_scale"])
+        return lp.reshape(n, -1).sum(1)
+
+    def upper_neg_elbo(self, i: int, z: torch.Tensor, eps: list[torch.Tensor]) -> torch.Tensor:
+        """-log p(z_{i+1}) bounded through the layers above, per image, in nats.
+
+        For the top layer this is -log N(z; 0, I). Below it, z_{i+2} = mu + std * eps[0] from the
+        amortized q(z_{i+2} | z_{i+1}), and so on up: a one-sample bound whose noise is given, so
+        callers decide how it is drawn.
+        """
+        n = z.shape[0]
+        if i == self.layers - 1:
+            return -D.gaussian_logpdf(z, torch.zeros_like(z), torch.ones_like(z)).reshape(n, -1).sum(1)
+        mu_q, std_q = self.infer(i + 1, z)
+        z_up = mu_q + std_q * eps[0]
+        mu_p, std_p = self.prior(i, z_up)
+        log_p = D.gaussian_logpdf(z, mu_p, std_p).reshape(n, -1).sum(1)
+        log_q = D.gaussian_logpdf(z_up, mu_q, std_q).reshape(n, -1).sum(1)
+        return -log_p + log_q + self.upper_neg_elbo(i + 1, z_up, eps[1:])
+
+    def neg_elbo(self, x_uint8, generator=None, noise_std: float = 0.0) -> torch.Tensor:
+        """Per-image -ELBO in nats: one sample of every layer, the entropy of q(z1|x) analytic."""
+        mu, std = self.encode(x_uint8, noise_std, generator)
+        z = mu + std * torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        rec = self.log_px(x_uint8, self.decode(z))
+        total = -rec - torch.log(std).reshape(len(z), -1).sum(1)  # - entropy of q(z1|x), less constants
+        total = total - 0.5 * (1 + torch.log(torch.tensor(2 * torch.pi))) * z[0].numel()
+        eps = [torch.randn((len(z),) + s, generator=generator, device=z.device, dtype=z.dtype)
+               for s in self.latent_shapes_above(0, tuple(z.shape[1:]))]
+        return total + self.upper_neg_elbo(0, z, eps)
+
+    @torch.no_grad()
+    def sample_latents(self, k: int, image_shape=None, generator=None, device="cpu") -> torch.Tensor:
+        """z1 drawn ancestrally from the top prior down."""
+        shapes = self.latent_shapes(image_shape or self.image_shape)
+        z = torch.randn((k,) + shapes[-1], generator=generator, device=device)
+        for i in range(self.layers - 2, -1, -1):
+            mu, std = self.prior(i, z)
+            z = mu + std * torch.randn(mu.shape, generator=generator, device=device)
+        return z
+
+    def sample_prior(self, n: int, image_shape=None, generator=None, device="cpu") -> torch.Tensor:
+        return self.sample_latents(n, image_shape, generator, device)
+
+    @torch.no_grad()
+    def sample_x(self, params: dict, generator=None) -> torch.Tensor:
+        if self.likelihood == "bernoulli":
+            return super().sample_x(params, generator)
+        w = torch.softmax(params["logit_w"], dim=1)  # (N, M, C, H, W)
+        flat = w.movedim(1, -1).reshape(-1, self.mixtures)
+        pick = torch.multinomial(flat, 1, generator=generator).reshape(w.shape[:1] + w.shape[2:]).unsqueeze(1)
+        mean = params["mean"].gather(1, pick).squeeze(1)
+        ls = params["log_scale"].gather(1, pick).squeeze(1)
+        u = torch.rand(mean.shape, generator=generator, device=mean.device).clamp(1e-6, 1 - 1e-6)
+        v = mean + torch.exp(ls) * (torch.log(u) - torch.log1p(-u))
+        return torch.round((v + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+
+    def architecture(self) -> dict:
+        return {"type": "hierarchical", "likelihood": self.likelihood, "image_shape": list(self.image_shape),
+                "width": self.width, "latent_channels": self.latent_channels, "layers": self.layers,
+                "blocks": self.blocks, "mixtures": self.mixtures, "latent_scales": list(self.latent_scales)}
+
+
+@torch.no_grad()
+def calibrate_latent_scales(model: HierarchicalVAE, images, batch_size: int = 500, seed: int = 0) -> list[float]:
+    """Set each intermediate layer's bucket scale to the RMS of its aggregate-posterior samples.
+
+    The top layer keeps scale 1: its prior is N(0, I), which is then uniform over the buckets.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sums = [0.0] * model.layers
+    count = [0] * model.layers
+    for lo in range(0, len(images), batch_size):
+        below = torch.as_tensor(images[lo : lo + batch_size])
+        for i in range(model.layers):
+            mu, std = model.infer(i, below)
+            z = mu + std * torch.randn(mu.shape, generator=g)
+            sums[i] += float((z.double() ** 2).sum())
+            count[i] += z.numel()
+            below = z
+    scales = [round((s / c) ** 0.5, 4) for s, c in zip(sums, count)]
+    scales[-1] = 1.0
+    model.latent_scales = scales
+    return scales

@@ -1,0 +1,180 @@
+"""The hierarchical model and its Bit-Swap codec: a generalisation of the single-latent engine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bbans import bitsback, codecs
+from bbans.ans import Message
+from bbans.bitsback import EngineConfig
+from bbans.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
+from bbans.hierarchy import HierarchicalVAE, calibrate_latent_scales
+from bbans.inference import posterior
+from bbans.models import build_model, default_architecture
+
+SHAPE = (1, 8, 8)
+
+
+def tiny(likelihood="logistic_mix", layers=3, seed=0, scales=None):
+    torch.manual_seed(seed)
+    m = HierarchicalVAE(likelihood, image_shape=SHAPE, width=8, latent_channels=2, layers=layers, mixtures=2,
+                        latent_scales=scales)
+    # Sharpen the random networks a little so the posteriors are narrower than the priors and
+    # the rates are not all at the top of the range.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.5)
+    return m.eval()
+
+
+def images(likelihood, n, seed=0):
+    rng = np.random.default_rng(seed)
+    if likelihood == "bernoulli":
+        return rng.integers(0, 2, size=(n,) + SHAPE, dtype=np.uint8)
+    base = rng.integers(0, 256, size=(n, 1, 1, 1))
+    return np.clip(base + rng.integers(-20, 21, size=(n,) + SHAPE), 0, 255).astype(np.uint8)
+
+
+def roundtrip(model, x, mask=None, **cfg):
+    config = EngineConfig(**{"lanes": 16, "batch_size": 4, "threads": 1, **cfg})
+    payload, stats = bitsback.compress(model, x, mask, config)
+    back = bitsback.decompress(model, payload, len(x), x.shape[1:], mask, config)
+    return payload, stats, back
+
+
+def test_latent_shapes_follow_the_image_size():
+    m = tiny()
+    assert m.latent_shapes((1, 28, 28)) == [(2, 14, 14), (2, 7, 7), (2, 7, 7)]
+    assert m.latent_shapes((1, 32, 64)) == [(2, 16, 32), (2, 8, 16), (2, 8, 16)]
+    assert m.latent_shapes_above(0, (2, 16, 32)) == [(2, 8, 16), (2, 8, 16)]
+    assert m.latent_shapes_above(1, (2, 8, 16)) == [(2, 8, 16)]
+    assert m.latent_shapes_above(2, (2, 8, 16)) == []
+
+
+def test_architecture_rebuilds_the_same_model():
+    m = tiny(scales=[0.5, 0.7, 1.0])
+    again = build_model(m.architecture())
+    assert again.architecture() == m.architecture()
+    assert again.latent_scales == [0.5, 0.7, 1.0]
+    arch = default_architecture("mnist", family="hierarchical")
+    assert build_model(arch).latent_layers == 3
+
+
+def test_neg_elbo_is_finite_and_trains():
+    m = tiny().train()
+    x = torch.as_tensor(images("logistic_mix", 6))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(30):
+        loss = m.neg_elbo(x, generator=g).mean()
+        assert torch.isfinite(loss)
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first
+
+
+def test_mixture_of_one_logistic_is_the_logistic():
+    torch.manual_seed(1)
+    mean, ls = torch.randn(50).double() * 0.5, torch.randn(50).double() - 3
+    x = torch.randint(0, 256, (50,))
+    one = discretized_logistic_mix_logp(x.reshape(50, 1, 1, 1), torch.zeros(50, 1, 1, 1, 1).double(),
+                                        mean.reshape(50, 1, 1, 1, 1), ls.reshape(50, 1, 1, 1, 1))
+    assert torch.allclose(one.reshape(-1), discretized_logistic_logp(x, mean, ls))
+    tables_mix = codecs.quantize_cdf(
+        __import__("bbans.distributions", fromlist=["x"]).discretized_logistic_mix_cdf(
+            torch.zeros(50, 1).double(), mean[:, None], ls[:, None]), 20)
+    assert torch.equal(tables_mix, codecs.quantize_cdf(discretized_logistic_cdf(mean, ls), 20))
+
+
+def test_logistic_mix_codec_roundtrips_and_costs_its_log_likelihood():
+    torch.manual_seed(2)
+    n, m_ = 3, 3
+    w, mean, ls = torch.randn(n, m_, 1, 5, 5), torch.rand(n, m_, 1, 5, 5) * 2 - 1, torch.rand(n, m_, 1, 5, 5) - 2
+    x = torch.randint(0, 256, (n, 1, 5, 5))
+    msg = Message(8)
+    codec = codecs.logistic_mix(w, mean, ls, 20)
+    before = msg.bits()
+    codec.push(msg, x)
+    bits = msg.bits() - before
+    assert np.array_equal(codec.pop(msg), x.numpy().reshape(-1))
+    nats = -float(discretized_logistic_mix_logp(x, w, mean, ls).double().sum())
+    # The message grows in 32-bit words per lane.
+    assert abs(bits - nats / math.log(2)) < 8 * 32 + 0.01 * bits
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic_mix"])
+@pytest.mark.parametrize("K", [0, 2])
+def test_roundtrip_is_exact_for_every_layer_count_and_K(likelihood, K):
+    for layers in (1, 2, 3):
+        m = tiny(likelihood, layers=layers, scales=[0.8] * (layers - 1) + [1.0])
+        x = images(likelihood, 9, seed=layers)
+        _, stats, back = roundtrip(m, x, K=K, lr=1e-2)
+        assert np.array_equal(back, x), (layers, K)
+        assert stats["discrete_neg_elbo_bits"] > 0
+
+
+def test_roundtrip_with_padding_mask_leaves_padding_uncoded():
+    m = tiny()
+    x = images("logistic_mix", 5)
+    mask = np.ones((5,) + SHAPE[1:], dtype=bool)
+    mask[:, 6:, :] = False
+    _, _, back = roundtrip(m, x, mask)
+    assert np.array_equal(back, x * mask[:, None])
+
+
+def test_coded_size_matches_the_discretised_elbo():
+    m = tiny()
+    x = images("logistic_mix", 40)
+    payload, stats, back = roundtrip(m, x, batch_size=8)
+    assert np.array_equal(back, x)
+    # Everything beyond the expected code length is the initial bits and the heads' bytes.
+    extra = 8 * len(payload) - stats["discrete_neg_elbo_bits"]
+    assert -64 < extra < stats["initial_bits"] + 16 * 64 + 0.01 * stats["discrete_neg_elbo_bits"]
+
+
+def test_bitswap_borrows_only_the_first_layers_initial_bits():
+    """The first image's pops of z2 and z3 are funded by x and z1 just pushed, so a deeper
+    hierarchy borrows exactly what the single layer does (same seed: same q(z1|x) weights)."""
+    x = images("logistic_mix", 1)
+    config = EngineConfig(lanes=1, batch_size=1, threads=1)
+    initial = {}
+    for layers in (1, 3):
+        m = tiny(layers=layers)
+        _, stats = bitsback.compress(m, x, None, config)
+        initial[layers] = stats["initial_bits"]
+    assert initial[1] > 0
+    assert initial[3] == initial[1]
+
+
+def test_k_step_posterior_is_deterministic_and_moves_every_layer():
+    m = tiny()
+    x = torch.as_tensor(images("logistic_mix", 4))
+    below = x
+    for layer in range(3):
+        a = posterior(m, below, K=3, lr=1e-2, seed=5, batch_index=2, layer=layer)
+        b = posterior(m, below, K=3, lr=1e-2, seed=5, batch_index=2, layer=layer)
+        amort = posterior(m, below, K=0, layer=layer)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert not torch.equal(a[0], amort[0])
+        below = amort[0]
+
+
+def test_calibration_sets_intermediate_scales_and_keeps_the_top_at_one():
+    m = tiny()
+    scales = calibrate_latent_scales(m, images("logistic_mix", 20), batch_size=7)
+    assert scales[-1] == 1.0 and all(s > 0 for s in scales)
+    assert m.architecture()["latent_scales"] == scales
+
+
+def test_wrong_image_size_is_refused_with_a_clear_error():
+    from bbans.errors import BBANSError
+
+    with pytest.raises(BBANSError, match="divisible by 4"):
+        tiny().latent_shapes((1, 30, 28))
