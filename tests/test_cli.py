@@ -50,7 +50,11 @@ def _fake_model(name: str):
 
     if name not in _FAKE:
         torch.manual_seed(0)
-        arch = default_architecture(name, width=16 if name != "cifar10" else 8)
+        if name.endswith("-hier"):
+            arch = default_architecture(name[: -len("-hier")], width=8, family="hierarchical")
+            arch["latent_channels"] = 2
+        else:
+            arch = default_architecture(name, width=16 if name != "cifar10" else 8)
         if name == "cifar10":
             arch["blocks"] = 1
         _FAKE[name] = build_model(arch).eval()
@@ -64,7 +68,7 @@ def fake_models(monkeypatch):
     def list_models():
         return [{"name": n, "hash": f"fake-{n}", "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
                                                               "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
-                for i, n in enumerate(("binary-mnist", "mnist", "cifar10"))]
+                for i, n in enumerate(checkpoints.BUNDLED_NAMES)]
 
     def load_model(name, encoder="refit", device="cpu"):
         return _fake_model(name), {"name": name, "encoder": encoder, "hash": f"fake-{name}-{encoder}{state['salt']}"}
@@ -152,7 +156,7 @@ def test_generic_round_trip_without_models(tree, tmp_path, no_models):
     code, out, err = run("compress", tree, "-o", bb)
     assert code == 0, err
     assert "pipe: named pipe (fifo) skipped" in err
-    assert "model mnist is not bundled" in err
+    assert "model mnist-hier is not bundled" in err
     kinds = _kinds(bb)
     assert set(v for v in kinds.values()) == {"stored", "dir", "symlink"}
     code, out, err = run("decompress", bb)
@@ -168,9 +172,9 @@ def test_model_round_trip(tree, tmp_path, fake_models):
     assert "verified" in out
     kinds = _kinds(bb)
     for name in ("binary/b0.png", "binary/b1.pbm", "binary/b2.bmp", "binary/b3.tif"):
-        assert kinds[name] == "binary-mnist"
+        assert kinds[name] == "binary-mnist-hier"
     for name in ("digits/d0.png", "digits/d1.pgm", "digits/d2.bmp", "digits/wide 41x30.png"):
-        assert kinds[name] == "mnist"
+        assert kinds[name] == "mnist-hier"
     for name in ("colour/c0.png", "colour/c1.ppm", "colour/c2.tif", "deep/er/still/ünï ✓.png"):
         assert kinds[name] == "cifar10"
     assert all(kinds[k] == "stored" for k in kinds if k.startswith("stored/"))
@@ -189,7 +193,7 @@ def test_model_round_trip_with_optimal_inference(tree, tmp_path, fake_models):
     bb = tmp_path / "k2.bb"
     code, out, err = run("compress", src, "-o", bb, "--K", 2, "--batch-size", 2, "--lanes", 32)
     assert code == 0, err
-    assert set(_kinds(bb).values()) == {"binary-mnist", "mnist", "cifar10", "dir"}
+    assert set(_kinds(bb).values()) == {"binary-mnist-hier", "mnist-hier", "cifar10", "dir"}
     assert run("decompress", bb)[0] == 0
     assert_restored(src, tmp_path / "k2")
 
@@ -230,17 +234,17 @@ def test_a_model_that_fails_to_load_falls_back(tree, tmp_path, fake_models, monk
     real = checkpoints.load_model
 
     def load_model(name, encoder="refit", device="cpu"):
-        if name == "binary-mnist":
-            raise BBANSError("bundled model 'binary-mnist' is incomplete")
+        if name == "binary-mnist-hier":
+            raise BBANSError("bundled model 'binary-mnist-hier' is incomplete")
         return real(name, encoder, device)
 
     monkeypatch.setattr(checkpoints, "load_model", load_model)
     bb = tmp_path / "b.bb"
     code, _, err = run("compress", tree / "binary", "-o", bb, "--lanes", 32)
     assert code == 0
-    assert "model binary-mnist could not be loaded" in err and "4 image(s) coded with mnist instead" in err
-    assert set(_kinds(bb).values()) == {"mnist"}
-    code, _, err = run("compress", tree / "binary", "-o", bb, "-f", "--model", "binary-mnist")
+    assert "model binary-mnist-hier could not be loaded" in err and "4 image(s) coded with binary-mnist instead" in err
+    assert set(_kinds(bb).values()) == {"binary-mnist"}
+    code, _, err = run("compress", tree / "binary", "-o", bb, "-f", "--model", "binary-mnist-hier")
     assert code == 1 and "incomplete" in err
 
 
@@ -282,12 +286,12 @@ def test_info_on_a_real_archive(tree, tmp_path, fake_models):
     code, out, _ = run("info", bb)
     assert code == 0
     assert "format 1" in out and "device class cpu" in out
-    assert "model mnist" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
+    assert "model mnist-hier" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
     assert "d0.png" in out and "c1.ppm" in out
     code, out, _ = run("info", bb, "--json")
     rep = json.loads(out)
     assert rep["archive_bytes"] == bb.stat().st_size
-    assert {g["model"] for g in rep["groups"]} == {"mnist", "cifar10"}
+    assert {g["model"] for g in rep["groups"]} == {"mnist-hier", "cifar10"}
     assert all(g["K"] == 1 and g["device"] == "cpu" for g in rep["groups"])
     files = [e for e in rep["entries"] if e["kind"] == "model"]
     assert len(files) == 7 and all(e["bits_per_dim"] > 0 for e in files)
@@ -299,7 +303,7 @@ def test_models_command(fake_models):
     assert code == 0 and "binary-mnist" in out and "28x28" in out
     assert "refit 0.125, baseline 0.250" in out
     rows = json.loads(run("models", "--json")[1])
-    assert [r["name"] for r in rows] == ["binary-mnist", "mnist", "cifar10"] and all(r["bundled"] for r in rows)
+    assert [r["name"] for r in rows] == list(checkpoints.BUNDLED_NAMES) and all(r["bundled"] for r in rows)
 
 
 @pytest.mark.parametrize("cmd", ["compress", "decompress", "info", "models"])

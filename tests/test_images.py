@@ -31,14 +31,14 @@ def _rgb(h=20, w=33, seed=0):
 
 
 ROUTED = {
-    "binary/b0.png": ("binary-mnist", "mnist"),
-    "binary/b1.pbm": ("binary-mnist", "mnist"),
-    "binary/b2.bmp": ("binary-mnist", "mnist"),
-    "binary/b3.tif": ("binary-mnist", "mnist"),
-    "digits/d0.png": ("mnist",),
-    "digits/d1.pgm": ("mnist",),
-    "digits/d2.bmp": ("mnist",),
-    "digits/wide 41x30.png": ("mnist",),
+    "binary/b0.png": ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist"),
+    "binary/b1.pbm": ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist"),
+    "binary/b2.bmp": ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist"),
+    "binary/b3.tif": ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist"),
+    "digits/d0.png": ("mnist-hier", "mnist"),
+    "digits/d1.pgm": ("mnist-hier", "mnist"),
+    "digits/d2.bmp": ("mnist-hier", "mnist"),
+    "digits/wide 41x30.png": ("mnist-hier", "mnist"),
     "colour/c0.png": ("cifar10",),
     "colour/c1.ppm": ("cifar10",),
     "colour/c2.tif": ("cifar10",),
@@ -75,8 +75,8 @@ def test_everything_else_is_stored_with_a_reason(name, why):
 
 def test_binary_grey_goes_to_the_binary_model_but_grey_does_not():
     bw = Image.fromarray(np.where(np.asarray(_grey()) > 127, 255, 0).astype(np.uint8))
-    assert images.probe(_save(bw, "PNG")).routes == ("binary-mnist", "mnist")
-    assert images.probe(_save(_grey(), "PNG")).routes == ("mnist",)
+    assert images.probe(_save(bw, "PNG")).routes == ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")
+    assert images.probe(_save(_grey(), "PNG")).routes == ("mnist-hier", "mnist")
 
 
 def test_metadata_is_kept_through_the_rewrite():
