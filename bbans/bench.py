@@ -657,6 +657,12 @@ def _secs(v) -> str:
     return f"{v * 1e6:.1f}µ"
 
 
+def _model_name(report: dict) -> str:
+    names = {m.get("name") for m in report.get("models", {}).values() if isinstance(m, dict)}
+    names.discard(None)
+    return ", ".join(sorted(names)) or report["dataset"]
+
+
 def render(report: dict, console=None) -> None:
     """Print both tables and the summary with rich."""
     from rich.console import Console
@@ -665,7 +671,8 @@ def render(report: dict, console=None) -> None:
     console = console or Console()
     n = report["n_images"]
     c, h, w = report["image_shape"]
-    t = Table(title=f"bbans bench: {report['dataset']} {report['split']}, {n} images of {c}x{h}x{w}, "
+    t = Table(title=f"bbans bench: {report['dataset']} {report['split']} with model {_model_name(report)}, "
+                    f"{n} images of {c}x{h}x{w}, "
                     f"device {report['device']}", title_justify="left")
     for col, just in (("method", "left"), ("K", "right"), ("bits/dim", "right"), ("-ELBO", "right"),
                       ("overhead", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
@@ -734,7 +741,8 @@ def plot(report: dict, path) -> None:
     methods = report["methods"]
     generic = [g for g in report["generic"] if g["bits_per_dim"] is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
-    title = f"{report['dataset']} {report['split']}, {report['n_images']} images, device {report['device']}"
+    title = (f"{report['dataset']} {report['split']}, model {_model_name(report)}, {report['n_images']} images, "
+             f"device {report['device']}")
     fig.suptitle(title)
 
     ours = [r["bits_per_dim"] for r in methods]

@@ -62,10 +62,15 @@ def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_scale: to
 
 def discretized_logistic_cdf(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """CDF at the 257 bin edges, shape (..., 257); first column 0 and last 1 exactly."""
-    edges = (torch.arange(1, LEVELS, device=mean.device, dtype=mean.dtype) / 127.5 - 1.0) - HALF_BIN
-    inner = torch.sigmoid((edges - mean.unsqueeze(-1)) * torch.exp(-log_scale).unsqueeze(-1))
-    zeros = torch.zeros(inner.shape[:-1] + (1,), dtype=inner.dtype, device=inner.device)
-    return torch.cat([zeros, inner, zeros + 1.0], dim=-1)
+    return torch.sigmoid((_cdf_edges(mean) - mean.unsqueeze(-1)) * torch.exp(-log_scale).unsqueeze(-1))
+
+
+def _cdf_edges(like: torch.Tensor) -> torch.Tensor:
+    # -inf and +inf at the ends: sigmoid gives exactly 0 and 1 there, with no concatenation.
+    edges = torch.empty(LEVELS + 1, device=like.device, dtype=like.dtype)
+    edges[1:-1] = torch.arange(1, LEVELS, device=like.device, dtype=like.dtype) / 127.5 - 1.0 - HALF_BIN
+    edges[0], edges[-1] = -math.inf, math.inf
+    return edges
 
 
 def bernoulli_logp(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -106,8 +111,11 @@ def discretized_logistic_mix_logp(x: torch.Tensor, logit_w: torch.Tensor, mean: 
 def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Mixture CDF at the 257 bin edges. Inputs (..., M), mixture on the last axis; output (..., 257)."""
     w = torch.softmax(logit_w, dim=-1)
-    cdf = discretized_logistic_cdf(mean, log_scale)  # (..., M, 257)
-    mixed = (w.unsqueeze(-1) * cdf).sum(-2)
+    edges = _cdf_edges(mean)
+    mixed = None
+    for m in range(mean.shape[-1]):
+        cdf = torch.sigmoid((edges - mean[..., m, None]) * torch.exp(-log_scale[..., m, None]))
+        mixed = cdf.mul_(w[..., m, None]) if mixed is None else mixed.addcmul_(cdf, w[..., m, None])
     # The ends are exact: the weights' sum may miss 1 by an ulp.
     mixed[..., 0] = 0.0
     mixed[..., -1] = 1.0
