@@ -34,9 +34,10 @@ def _load_models(name: str, dataset: str, device: str):
     models, meta, skipped = {}, {}, {}
     for enc in ("baseline", "refit"):
         try:
-            models[enc], meta[enc] = checkpoints.load_model(name, encoder=enc, device=device)
-            if meta[enc].get("dataset") != dataset:
-                raise BBANSError(f"model {name} was trained on {meta[enc].get('dataset')}, not {dataset}")
+            model, m = checkpoints.load_model(name, encoder=enc, device=device)
+            if m.get("dataset", dataset) != dataset:
+                raise BBANSError(f"model {name} was trained on {m.get('dataset')}, not {dataset}")
+            models[enc], meta[enc] = model, m
         except BBANSError as exc:
             if not models and enc == "refit":
                 raise

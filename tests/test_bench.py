@@ -144,7 +144,8 @@ def tiny_bundled(monkeypatch):
         seed = 0 if encoder == "baseline" else 1
         model = _resnet(seed) if name == "cifar10" else _mlp("bernoulli" if name == "binary-mnist" else "logistic",
                                                              seed)
-        return model, {"name": name, "encoder": encoder, "hash": f"tiny-{encoder}", "test_bits_per_dim": None}
+        return model, {"name": name, "encoder": encoder, "hash": f"tiny-{encoder}", "test_bits_per_dim": None,
+                       "dataset": name.removesuffix("-hier")}
 
     monkeypatch.setattr(checkpoints, "load_model", load_model)
 
@@ -171,6 +172,15 @@ def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
     assert report["models"]["refit"]["hash"] == "tiny-refit"
     assert all(m["exact"] for m in report["methods"])
     assert png.stat().st_size > 1000
+
+
+def test_cli_bench_refuses_a_model_of_another_data_set(tiny_bundled):
+    from bbans.cli import cli
+
+    res = CliRunner().invoke(cli, ["bench", "--dataset", "cifar10", "--data-dir", str(FIX), "--model", "mnist-hier",
+                                   "--limit", "2", "-q"])
+    assert res.exit_code == EXIT_ERROR
+    assert "model mnist-hier was trained on mnist, not cifar10" in res.output
 
 
 def test_cli_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):

@@ -56,14 +56,14 @@ def _bundled(name):
         return None
 
 
-@pytest.mark.parametrize("name", ["binary-mnist", "mnist", "cifar10"])
+@pytest.mark.parametrize("name", C.BUNDLED_NAMES)
 def test_bundled_matches_recorded_figures(name):
     meta = _bundled(name)
     if meta is None:
         pytest.skip(f"{name} not bundled yet")
     from bbans.data import load_dataset
 
-    x = load_dataset(name, "test", FIX, verify=False)
+    x = load_dataset(meta["dataset"], "test", FIX, verify=False)
     for enc in ("baseline", "refit"):
         model, m = C.load_model(name, enc)
         assert m["hash"] == meta["encoders"][enc]["hash"]
@@ -73,14 +73,14 @@ def test_bundled_matches_recorded_figures(name):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")
-@pytest.mark.parametrize("name", ["binary-mnist", "mnist", "cifar10"])
+@pytest.mark.parametrize("name", C.BUNDLED_NAMES)
 def test_bundled_real_subset(name):
     meta = _bundled(name)
     if meta is None:
         pytest.skip(f"{name} not bundled yet")
     from bbans.data import load_dataset
 
-    x = load_dataset(name, "test", SHARED)[:100]
+    x = load_dataset(meta["dataset"], "test", SHARED)[:100]
     for enc in ("baseline", "refit"):
         model, _ = C.load_model(name, enc)
         assert T.evaluate(model, x) == pytest.approx(meta["checks"]["first_100_test"][enc], abs=1e-4)
