@@ -174,13 +174,15 @@ def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
     assert png.stat().st_size > 1000
 
 
-def test_cli_bench_refuses_a_model_of_another_data_set(tiny_bundled):
-    from bbans.cli import cli
+def test_cli_bench_refuses_a_model_of_another_data_set(tiny_bundled, monkeypatch, capsys):
+    from bbans import cli
 
-    res = CliRunner().invoke(cli, ["bench", "--dataset", "cifar10", "--data-dir", str(FIX), "--model", "mnist-hier",
-                                   "--limit", "2", "-q"])
-    assert res.exit_code == EXIT_ERROR
-    assert "model mnist-hier was trained on mnist, not cifar10" in res.output
+    monkeypatch.setattr(sys, "argv", ["bbans", "bench", "--dataset", "cifar10", "--data-dir", str(FIX),
+                                      "--model", "mnist-hier", "--limit", "2", "-q"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == EXIT_ERROR
+    assert capsys.readouterr().err.strip() == "bbans: error: model mnist-hier was trained on mnist, not cifar10"
 
 
 def test_cli_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
