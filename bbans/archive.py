@@ -285,6 +285,12 @@ def _validate_header(h, payload_len: int) -> None:
         _need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
         _need(isinstance(g.get("engine"), dict), f"{what}: engine settings missing")
         for key, value in g["engine"].items():
+            if key == "batches":
+                # The batch sizes the compressor chose, as [size, repeat] pairs covering every tile.
+                ok = isinstance(value, list) and len(value) <= 1 << 20 and all(
+                    isinstance(p, list) and len(p) == 2 and _is_int(p[0], 1) and _is_int(p[1], 1) for p in value)
+                _need(ok and sum(a * b for a, b in value) == g.get("tiles"), f"{what}: engine setting 'batches'")
+                continue
             _need(isinstance(value, (int, float, str, bool)) or value is None, f"{what}: engine setting {key!r}")
             lo, hi = _ENGINE_BOUNDS.get(key, (None, None))
             if lo is not None:
@@ -712,7 +718,7 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
                 "model": name,
                 "model_hash": meta["hash"],
                 "encoder": opts.encoder,
-                "engine": config.to_dict(),
+                "engine": stats["config"].to_dict(),
                 "tiles": int(len(tiles)),
                 "masked": masked,
                 "coded_dims": int(mask.sum()) * c,

@@ -180,7 +180,7 @@ def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict,
     t1, c1 = time.perf_counter(), time.process_time()
     progress(label_d, 0, n)
     c2, t2 = time.process_time(), time.perf_counter()
-    decoded = bitsback.decompress(model, payload, n, tuple(images.shape[1:]), config=config,
+    decoded = bitsback.decompress(model, payload, n, tuple(images.shape[1:]), config=stats["config"],
                                   progress=lambda d, t: progress(label_d, d, t))
     t3, c3 = time.perf_counter(), time.process_time()
     exact = bool(decoded.shape == images.shape and np.array_equal(decoded, images))
@@ -228,8 +228,8 @@ def _warm_up(model, images: np.ndarray, engine_kwargs: dict, k: int) -> None:
 
     config = engine_config(model, k, engine_kwargs)
     few = images[: min(len(images), 2 * config.batch_size if k == 0 else 8)]
-    payload, _ = bitsback.compress(model, few, config=config)
-    bitsback.decompress(model, payload, len(few), tuple(few.shape[1:]), config=config)
+    payload, stats = bitsback.compress(model, few, config=config)
+    bitsback.decompress(model, payload, len(few), tuple(few.shape[1:]), config=stats["config"])
 
 
 def run_methods(images: np.ndarray, models: dict, ks, engine_kwargs: dict, progress: Progress = _noop,

@@ -17,9 +17,15 @@ conditional priors and posteriors are Gaussians restricted to the buckets, and t
 each bucket's median.
 
 Initial bits: the first batch pops from an empty message, so its posterior samples come from
-the message's seeded phantom words and cost their full -log Q(z) (no bits back). The batch
-partition therefore ramps up (1, 2, 4, ... images) so the first, unfunded pops are a single
-image's worth; every later batch is funded by the images pushed before it.
+the message's seeded phantom words and cost their full -log Q(z) (no bits back). So the first
+batch is a single image, and every later batch is only as large as the message can fund: the
+compressor sizes batch b so that its first pop (q(z1|x) for all its images, at the per-image
+cost measured on the batch before) takes at most 90% of the words the message holds. A model
+whose first pop costs more per image than the image nets (a large z1) then ramps up slowly
+instead of borrowing fresh bits at every batch. The sizes chosen go into the stored settings
+(`EngineConfig.batches`, run-length coded), so the decompressor replays the same partition.
+Archives written before that field existed used the doubling ramp 1, 2, 4, ... of
+`batch_partition`.
 """
 
 from __future__ import annotations
@@ -28,14 +34,15 @@ import contextlib
 import math
 import os
 import platform
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
 
 from bbans import codecs
 from bbans.ans import Message
-from bbans.distributions import gaussian_kl, gaussian_kl_std_normal, std_normal_bucket_centres, std_normal_bucket_edges
+from bbans.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
+                                 std_normal_bucket_edges)
 from bbans.errors import BBANSError, MismatchError
 from bbans.inference import posterior
 
@@ -56,9 +63,13 @@ class EngineConfig:
     dtype: str = "float32"
     # CPU kernels may split reductions by thread, so the thread count is part of the arithmetic.
     threads: int = 2
+    # The batch sizes the compressor chose, as ((size, repeat), ...); empty: `batch_partition`.
+    batches: tuple = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["batches"] = [list(p) for p in self.batches]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EngineConfig":
@@ -66,7 +77,24 @@ class EngineConfig:
         unknown = set(d) - known
         if unknown:
             raise MismatchError(f"engine settings not understood by this bbans: {sorted(unknown)}")
+        d = dict(d)
+        if "batches" in d:
+            try:
+                d["batches"] = tuple((int(a), int(b)) for a, b in d["batches"])
+            except (TypeError, ValueError):
+                raise MismatchError("engine settings: batches must be (size, repeat) pairs") from None
+            if any(a < 1 or b < 1 for a, b in d["batches"]):
+                raise MismatchError("engine settings: batch sizes and repeats must be positive")
         return cls(**d)
+
+    def partition(self, n: int) -> list[int]:
+        """The batch sizes of n images: the recorded ones, or the doubling ramp of old archives."""
+        if not self.batches:
+            return batch_partition(n, self.batch_size)
+        sizes = [a for a, b in self.batches for _ in range(b)]
+        if sum(sizes) != n:
+            raise MismatchError(f"engine settings: batches cover {sum(sizes)} images, the archive holds {n}")
+        return sizes
 
 
 def default_lr(model) -> float:
@@ -96,8 +124,31 @@ def fingerprint(config: EngineConfig) -> dict:
     return fp
 
 
+def run_lengths(sizes: list[int]) -> tuple:
+    out: list[list[int]] = []
+    for v in sizes:
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return tuple((a, b) for a, b in out)
+
+
+FUNDING = 0.9  # share of the message's words one batch's first pop may take
+
+
+def funded_batch_size(tail_words: int, pop_bits_per_image: float | None, left: int, batch_size: int) -> int:
+    """The next batch's size: 1 at first, then as many images as the message can fund."""
+    if pop_bits_per_image is None:
+        return 1
+    fund = int(FUNDING * 32 * tail_words / max(pop_bits_per_image, 1.0))
+    return max(1, min(batch_size, left, fund))
+
+
 def batch_partition(n: int, batch_size: int) -> list[int]:
-    """Batch sizes for n images: 1, 2, 4, ... up to batch_size, then batch_size; sums to n."""
+    """Batch sizes for n images: 1, 2, 4, ... up to batch_size, then batch_size; sums to n.
+
+    The partition of archives written before batches were sized by funding."""
     if batch_size < 1:
         raise BBANSError("batch size must be at least 1")
     sizes, size, left = [], 1, n
@@ -210,7 +261,8 @@ class _Session:
         """Per-image -ELBO and the same with the codec's latent discretisation, in bits.
 
         `layers`: per layer (z_idx, q_mu, q_std, p_mu, p_std), p_* None for the top layer. The
-        continuous figure takes the KL terms analytically given the coded latents above.
+        continuous figure is the one-sample bound at the coded latents, with the entropies and
+        the top layer's KL analytic.
         """
         with torch.no_grad():
             rec = -self.model.log_px(x, params).double() / LN2
@@ -220,7 +272,10 @@ class _Session:
                     kl = gaussian_kl_std_normal(mu.double(), std.double())
                     disc += mu[0].numel() * self.config.prior_prec
                 else:
-                    kl = gaussian_kl(mu.double(), std.double(), pm.double(), ps.double())
+                    # z_{i+1} was drawn given z_i, so the prior term is taken at the coded z_i, not
+                    # averaged over q(z_i): log q analytic (minus the entropy), log p at the sample.
+                    z = self.latents(layer, idx, mu.shape).double()
+                    kl = -gaussian_entropy(std.double()) - gaussian_logpdf(z, pm.double(), ps.double())
                     disc -= self._log2_mass(layer, idx, pm, ps)
                 cont += kl.flatten(1).sum(1) / LN2
                 disc += self._log2_mass(layer, idx, mu, std)
@@ -230,7 +285,9 @@ class _Session:
     def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
         """pop z1, push x, pop z2, push z1, ..., push zL."""
         mu, std = self.posterior(0, x, batch_index)
+        before = (msg.tail.size, msg.phantom_words, msg.heads.copy())
         idx = self.latent_codec(0, mu, std).pop(msg)
+        first_pop_bits = _bits_taken(before, msg)
         z = self.latents(0, idx, mu.shape)
         params = self.decode(z)
         self.observation_codec(params, mask).push(msg, x)
@@ -245,7 +302,7 @@ class _Session:
             idx, mu, std, z = idx_up, mu_up, std_up, z_up
         self.prior_codec(idx.size).push(msg, idx)
         coded.append((idx, mu, std, None, None))
-        return self.batch_stats(x, coded, params)
+        return {**self.batch_stats(x, coded, params), "first_pop_bits": first_pop_bits}
 
     def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> torch.Tensor:
         """The mirror image of push_batch: pop zL, pop z_{L-1}, push zL, ..., pop x, push z1."""
@@ -268,6 +325,13 @@ class _Session:
         return x
 
 
+def _bits_taken(before: tuple, msg: Message) -> float:
+    """Bits a pop took from the message: words off the tail, phantoms read, and the heads' change."""
+    words, phantoms, heads = before
+    taken = 32.0 * ((words - msg.tail.size) + (msg.phantom_words - phantoms))
+    return taken + float(np.log2(heads.astype(np.float64)).sum() - np.log2(msg.heads.astype(np.float64)).sum())
+
+
 def _prepare(images: np.ndarray, mask: np.ndarray | None):
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4:
@@ -287,14 +351,20 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
     n = images.shape[0]
     msg = Message(config.lanes, seed=config.seed)
     stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
+    sizes: list[int] = []
     with _deterministic(config):
         s = _Session(model, config)
-        start = 0
-        for b, size in enumerate(batch_partition(n, config.batch_size)):
+        start, pop_cost = 0, None
+        while start < n:
+            b = len(sizes)
+            size = funded_batch_size(msg.tail.size, pop_cost, n - start, config.batch_size)
+            sizes.append(size)
             before = msg.bits()
             x = torch.as_tensor(images[start : start + size], device=s.device)
             m = None if mask is None else torch.as_tensor(mask[start : start + size], device=s.device)
             bs = s.push_batch(msg, x, m, b)
+            # The next batch's images are like these: size it by what this one's first pop cost.
+            pop_cost = 1.1 * bs["first_pop_bits"] / size
             stats["neg_elbo_bits"].append(bs["neg_elbo_bits"])
             stats["discrete_neg_elbo_bits"].append(bs["discrete_neg_elbo_bits"])
             stats["batch_bits"].append(msg.bits() - before)
@@ -312,6 +382,8 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
         "initial_bits": 32 * msg.phantom_words,
         "batch_bits": stats["batch_bits"],
         "coded_pixels": int(images.shape[1] * (mask.sum() if mask is not None else n * images.shape[2] * images.shape[3])),
+        # What decompress needs: the settings with the batch sizes chosen here.
+        "config": replace(config, batches=run_lengths(sizes)),
     }
 
 
@@ -324,7 +396,7 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
         if mask.shape != (n, h, w):
             raise BBANSError(f"mask shape {mask.shape} does not match {n} images of {h}x{w}")
     out = np.zeros((n, c_, h, w), dtype=np.uint8)
-    sizes = batch_partition(n, config.batch_size)
+    sizes = config.partition(n)
     ends = np.cumsum(sizes)
     done = 0
     with _deterministic(config):

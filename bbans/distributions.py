@@ -128,8 +128,6 @@ def gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> tor
     return -0.5 * e * e - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
 
-def gaussian_kl(mu_q: torch.Tensor, std_q: torch.Tensor, mu_p: torch.Tensor, std_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, std_q^2) || N(mu_p, std_p^2)) elementwise, in nats."""
-    r = std_q / std_p
-    d = (mu_q - mu_p) / std_p
-    return 0.5 * (r * r + d * d - 1.0) - torch.log(r)
+def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of N(., std^2) elementwise, in nats."""
+    return torch.log(std) + 0.5 * math.log(2 * math.pi * math.e)

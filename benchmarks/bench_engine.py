@@ -30,7 +30,7 @@ def run(model, images, config):
     t0 = time.perf_counter()
     payload, stats = bitsback.compress(model, images, config=config)
     t1 = time.perf_counter()
-    out = bitsback.decompress(model, payload, len(images), images.shape[1:], config=config)
+    out = bitsback.decompress(model, payload, len(images), images.shape[1:], config=stats["config"])
     t2 = time.perf_counter()
     dims = images.size
     return {

@@ -81,7 +81,7 @@ SHAPES = {"bernoulli": (1, 6, 5), "logistic": (1, 6, 5), "logistic_rgb": (3, 4, 
 def roundtrip(model, images, mask=None, **cfg):
     config = EngineConfig(**cfg)
     payload, stats = bitsback.compress(model, images, mask=mask, config=config)
-    out = bitsback.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=config)
+    out = bitsback.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=stats["config"])
     return payload, stats, out
 
 
@@ -123,6 +123,28 @@ def test_empty_input_roundtrips():
     assert stats["neg_elbo_bits"] == 0
 
 
+def test_batches_grow_only_as_fast_as_the_message_can_fund_them():
+    from bbans.bitsback import funded_batch_size
+
+    assert funded_batch_size(0, None, 100, 64) == 1  # the first batch: one image's initial bits
+    assert funded_batch_size(10, 100.0, 100, 64) == 2  # 320 bits hold 90% of 3.2 pops of 100
+    assert funded_batch_size(0, 100.0, 100, 64) == 1  # never zero, even unfunded
+    assert funded_batch_size(10 ** 6, 100.0, 100, 64) == 64
+    assert funded_batch_size(10 ** 6, 100.0, 7, 64) == 7
+
+
+def test_recorded_batches_are_replayed_and_checked():
+    cfg = EngineConfig.from_dict({**EngineConfig().to_dict(), "batches": [[1, 2], [3, 1]]})
+    assert cfg.partition(5) == [1, 1, 3]
+    with pytest.raises(MismatchError):
+        cfg.partition(6)
+    with pytest.raises(MismatchError):
+        EngineConfig.from_dict({**EngineConfig().to_dict(), "batches": [[0, 2]]})
+    # Settings without recorded batches (archives from before) use the doubling ramp.
+    legacy = {k: v for k, v in EngineConfig().to_dict().items() if k != "batches"}
+    assert EngineConfig.from_dict(legacy).partition(20) == batch_partition(20, 256)
+
+
 def test_batch_partition_ramps_up_then_stays_at_batch_size():
     assert batch_partition(0, 8) == []
     assert batch_partition(1, 8) == [1]
@@ -153,10 +175,9 @@ def test_rate_approaches_the_discretised_elbo_on_many_images():
 def test_decoding_with_a_different_K_is_refused_not_silently_wrong():
     model = TinyVAE("logistic")
     images = random_images("logistic", 10, (1, 6, 5), seed=8)
-    cfg = EngineConfig(K=2, lanes=8, batch_size=4)
-    payload, _ = bitsback.compress(model, images, config=cfg)
+    payload, stats = bitsback.compress(model, images, config=EngineConfig(K=2, lanes=8, batch_size=4))
     with pytest.raises(BBANSError):
-        out = bitsback.decompress(model, payload, 10, (1, 6, 5), config=dataclasses.replace(cfg, K=0))
+        out = bitsback.decompress(model, payload, 10, (1, 6, 5), config=dataclasses.replace(stats["config"], K=0))
         # If decoding happened to finish, the pixels must differ (the archive's checksum fails).
         assert not np.array_equal(out, images)
         raise MismatchError("decoded pixels differ")
@@ -164,10 +185,9 @@ def test_decoding_with_a_different_K_is_refused_not_silently_wrong():
 
 def test_decoding_with_another_model_is_refused():
     images = random_images("logistic", 10, (1, 6, 5), seed=9)
-    cfg = EngineConfig(lanes=8, batch_size=4)
-    payload, _ = bitsback.compress(TinyVAE("logistic", seed=0), images, config=cfg)
+    payload, stats = bitsback.compress(TinyVAE("logistic", seed=0), images, config=EngineConfig(lanes=8, batch_size=4))
     with pytest.raises(BBANSError):
-        out = bitsback.decompress(TinyVAE("logistic", seed=1), payload, 10, (1, 6, 5), config=cfg)
+        out = bitsback.decompress(TinyVAE("logistic", seed=1), payload, 10, (1, 6, 5), config=stats["config"])
         assert not np.array_equal(out, images)
         raise MismatchError("decoded pixels differ")
 

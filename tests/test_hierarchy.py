@@ -42,7 +42,7 @@ def images(likelihood, n, seed=0):
 def roundtrip(model, x, mask=None, **cfg):
     config = EngineConfig(**{"lanes": 16, "batch_size": 4, "threads": 1, **cfg})
     payload, stats = bitsback.compress(model, x, mask, config)
-    back = bitsback.decompress(model, payload, len(x), x.shape[1:], mask, config)
+    back = bitsback.decompress(model, payload, len(x), x.shape[1:], mask, stats["config"])
     return payload, stats, back
 
 
