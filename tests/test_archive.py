@@ -110,7 +110,10 @@ def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
 
 
 @pytest.mark.parametrize("engine,message", [({"lanes": 1 << 40}, "out of range"), ({"K": -1}, "out of range"),
-                                            ({"lr": [1]}, "engine setting")])
+                                            ({"lr": [1]}, "engine setting"),
+                                            ({"batches": [[1, 2]]}, "batches"),  # covers 2 of 1 tiles
+                                            ({"batches": [[0, 1]]}, "batches"), ({"batches": "1x1"}, "batches"),
+                                            ({"batches": [[1, True]]}, "batches")])
 def test_engine_settings_are_bounded(good, engine, message):
     def add_group(h):
         h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": engine, "tiles": 1,
