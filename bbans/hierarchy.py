@@ -92,8 +92,7 @@ class HierarchicalVAE(VAE):
     # ---- the chain ------------------------------------------------------------------------------
     def infer(self, i: int, below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, std) of q(z_{i+1} | layer below): x (uint8) for i = 0, else z_i."""
-        inp = self._encoder_input(below) * 2.0 - 1.0 if i == 0 else below
-        return _gaussian(self.encoder[i](inp))
+        return self.encode(below) if i == 0 else _gaussian(self.encoder[i](below))
 
     def prior(self, i: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, std) of p(z_{i+1} | z_{i+2}) for i < layers - 1; the top layer's prior is N(0, I)."""
@@ -142,8 +141,7 @@ class HierarchicalVAE(VAE):
         mu, std = self.encode(x_uint8, noise_std, generator)
         z = mu + std * torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         rec = self.log_px(x_uint8, self.decode(z))
-        total = -rec - torch.log(std).reshape(len(z), -1).sum(1)  # - entropy of q(z1|x), less constants
-        total = total - 0.5 * (1 + torch.log(torch.tensor(2 * torch.pi))) * z[0].numel()
+        total = -rec - D.gaussian_entropy(std).reshape(len(z), -1).sum(1)
         eps = [torch.randn((len(z),) + s, generator=generator, device=z.device, dtype=z.dtype)
                for s in self.latent_shapes_above(0, tuple(z.shape[1:]))]
         return total + self.upper_neg_elbo(0, z, eps)
