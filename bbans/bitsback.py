@@ -9,7 +9,8 @@ of which the single-latent codec is the case L = 1:
     pop z1 ~ q(z1|x), push x ~ p(x|z1), pop z2 ~ q(z2|z1), push z1 ~ p(z1|z2), ...,
     push zL ~ p(zL).
 Each pop is funded by the push just before it, so the bits a batch must borrow up front are
-one layer's worth rather than all layers'.
+about one layer's worth rather than all layers' (more where a push is small beside the next pop,
+as x is beside z2 for binary images).
 
 Latents of layer i live on the 2**prior_prec equal-mass buckets of N(0, s_i^2) (s_i is the
 model's `latent_scales`, 1 for the top layer): the top prior over buckets is uniform, the
@@ -19,10 +20,10 @@ each bucket's median.
 Initial bits: the first batch pops from an empty message, so its posterior samples come from
 the message's seeded phantom words and cost their full -log Q(z) (no bits back). So the first
 batch is a single image, and every later batch is only as large as the message can fund: the
-compressor sizes batch b so that its first pop (q(z1|x) for all its images, at the per-image
-cost measured on the batch before) takes at most 90% of the words the message holds. A model
-whose first pop costs more per image than the image nets (a large z1) then ramps up slowly
-instead of borrowing fresh bits at every batch. The sizes chosen go into the stored settings
+compressor sizes batch b so that its deepest draw (the most the message falls below its level
+at the batch's start, after any of the batch's pops, per image as measured on the batch before)
+takes at most 90% of the words the message holds. A model whose pops cost more per image than
+the image nets (a large z1) then ramps up slowly instead of borrowing fresh bits at every batch. The sizes chosen go into the stored settings
 (`EngineConfig.batches`, run-length coded), so the decompressor replays the same partition.
 Archives written before that field existed used the doubling ramp 1, 2, 4, ... of
 `batch_partition`.
@@ -134,14 +135,14 @@ def run_lengths(sizes: list[int]) -> tuple:
     return tuple((a, b) for a, b in out)
 
 
-FUNDING = 0.9  # share of the message's words one batch's first pop may take
+FUNDING = 0.9  # share of the message's words one batch's deepest draw may take
 
 
-def funded_batch_size(tail_words: int, pop_bits_per_image: float | None, left: int, batch_size: int) -> int:
+def funded_batch_size(tail_words: int, draw_bits_per_image: float | None, left: int, batch_size: int) -> int:
     """The next batch's size: 1 at first, then as many images as the message can fund."""
-    if pop_bits_per_image is None:
+    if draw_bits_per_image is None:
         return 1
-    fund = int(FUNDING * 32 * tail_words / max(pop_bits_per_image, 1.0))
+    fund = int(FUNDING * 32 * tail_words / max(draw_bits_per_image, 1.0))
     return max(1, min(batch_size, left, fund))
 
 
@@ -284,10 +285,11 @@ class _Session:
     # -- one batch, both directions --------------------------------------------------------------
     def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
         """pop z1, push x, pop z2, push z1, ..., push zL."""
+        start = _level(msg)
+        lowest = start
         mu, std = self.posterior(0, x, batch_index)
-        before = (msg.tail.size, msg.phantom_words, msg.heads.copy())
         idx = self.latent_codec(0, mu, std).pop(msg)
-        first_pop_bits = _bits_taken(before, msg)
+        lowest = min(lowest, _level(msg))
         z = self.latents(0, idx, mu.shape)
         params = self.decode(z)
         self.observation_codec(params, mask).push(msg, x)
@@ -295,6 +297,7 @@ class _Session:
         for layer in range(1, self.layers):
             mu_up, std_up = self.posterior(layer, z, batch_index)
             idx_up = self.latent_codec(layer, mu_up, std_up).pop(msg)
+            lowest = min(lowest, _level(msg))
             z_up = self.latents(layer, idx_up, mu_up.shape)
             pm, ps = self.conditional_prior(layer - 1, z_up)
             self.latent_codec(layer - 1, pm, ps).push(msg, idx)
@@ -302,7 +305,7 @@ class _Session:
             idx, mu, std, z = idx_up, mu_up, std_up, z_up
         self.prior_codec(idx.size).push(msg, idx)
         coded.append((idx, mu, std, None, None))
-        return {**self.batch_stats(x, coded, params), "first_pop_bits": first_pop_bits}
+        return {**self.batch_stats(x, coded, params), "draw_bits": start - lowest}
 
     def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> torch.Tensor:
         """The mirror image of push_batch: pop zL, pop z_{L-1}, push zL, ..., pop x, push z1."""
@@ -325,11 +328,9 @@ class _Session:
         return x
 
 
-def _bits_taken(before: tuple, msg: Message) -> float:
-    """Bits a pop took from the message: words off the tail, phantoms read, and the heads' change."""
-    words, phantoms, heads = before
-    taken = 32.0 * ((words - msg.tail.size) + (msg.phantom_words - phantoms))
-    return taken + float(np.log2(heads.astype(np.float64)).sum() - np.log2(msg.heads.astype(np.float64)).sum())
+def _level(msg: Message) -> float:
+    """How many bits the message holds above the phantom words: the tail less what was borrowed, plus the heads."""
+    return 32.0 * (msg.tail.size - msg.phantom_words) + float(np.log2(msg.heads.astype(np.float64)).sum())
 
 
 def _prepare(images: np.ndarray, mask: np.ndarray | None):
@@ -354,17 +355,17 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
     sizes: list[int] = []
     with _deterministic(config):
         s = _Session(model, config)
-        start, pop_cost = 0, None
+        start, draw = 0, None
         while start < n:
             b = len(sizes)
-            size = funded_batch_size(msg.tail.size, pop_cost, n - start, config.batch_size)
+            size = funded_batch_size(msg.tail.size, draw, n - start, config.batch_size)
             sizes.append(size)
             before = msg.bits()
             x = torch.as_tensor(images[start : start + size], device=s.device)
             m = None if mask is None else torch.as_tensor(mask[start : start + size], device=s.device)
             bs = s.push_batch(msg, x, m, b)
-            # The next batch's images are like these: size it by what this one's first pop cost.
-            pop_cost = 1.1 * bs["first_pop_bits"] / size
+            # The next batch's images are like these: size it by how deep this one drew.
+            draw = 1.1 * bs["draw_bits"] / size
             stats["neg_elbo_bits"].append(bs["neg_elbo_bits"])
             stats["discrete_neg_elbo_bits"].append(bs["discrete_neg_elbo_bits"])
             stats["batch_bits"].append(msg.bits() - before)

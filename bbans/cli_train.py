@@ -33,11 +33,13 @@ def _threads(n: int) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="run folder")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last finished epoch")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="where to train (a GPU run is not bit-reproducible; the model it makes codes identically anywhere)")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--max-epochs-this-call", type=int, default=None, help="stop after this many epochs (resume later)")
 @click.option("--time-limit", type=float, default=None,
               help="minutes: finish the run with the epochs done so far when another epoch would overrun")
-def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, out, data_dir, resume, threads,
+def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, out, data_dir, resume, device, threads,
               max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
     from bbans.train import TrainConfig, run
@@ -48,7 +50,7 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, 
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width,
                       family=family, eval_every=eval_every)
     meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
-               deadline=_deadline(time_limit))
+               deadline=_deadline(time_limit), device=device)
     if "test_bits_per_dim" in meta:
         click.echo(f"done: test {meta['test_bits_per_dim']:.4f} bits/dim, train {meta['train_bits_per_dim']:.4f}")
     else:
@@ -72,11 +74,13 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, 
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--resume", is_flag=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="where to train (a GPU run is not bit-reproducible; the model it makes codes identically anywhere)")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--max-epochs-this-call", type=int, default=None)
 @click.option("--time-limit", type=float, default=None, help="minutes (see bbans train)")
 def refit_cmd(dataset, base, alpha, denoise_sigma, aggregate, epochs, lr, batch_size, seed, eval_every, out, data_dir,
-              resume, threads, max_epochs_this_call, time_limit):
+              resume, device, threads, max_epochs_this_call, time_limit):
     """Refit the encoder with the decoder frozen (reverse half-asleep)."""
     from bbans.train import TrainConfig, run
 
@@ -84,7 +88,7 @@ def refit_cmd(dataset, base, alpha, denoise_sigma, aggregate, epochs, lr, batch_
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
                       mode="refit", base=str(base), alpha=alpha, denoise_sigma=denoise_sigma, aggregate=aggregate)
     meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
-               deadline=_deadline(time_limit))
+               deadline=_deadline(time_limit), device=device)
     if "test_bits_per_dim" in meta:
         click.echo(f"done: test {meta['test_bits_per_dim']:.4f} bits/dim (base {meta['base']['test_bits_per_dim']:.4f})")
     else:

@@ -185,13 +185,14 @@ def calibrate_latent_scales(model: HierarchicalVAE, images, batch_size: int = 50
     The top layer keeps scale 1: its prior is N(0, I), which is then uniform over the buckets.
     """
     g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     sums = [0.0] * model.layers
     count = [0] * model.layers
     for lo in range(0, len(images), batch_size):
-        below = torch.as_tensor(images[lo : lo + batch_size])
+        below = torch.as_tensor(images[lo : lo + batch_size]).to(device)
         for i in range(model.layers):
             mu, std = model.infer(i, below)
-            z = mu + std * torch.randn(mu.shape, generator=g)
+            z = mu + std * torch.randn(mu.shape, generator=g).to(device)
             sums[i] += float((z.double() ** 2).sum())
             count[i] += z.numel()
             below = z

@@ -30,15 +30,22 @@ EVAL_SEED = 1234  # one fixed reparameterisation noise for every evaluation, so 
 
 # ---- batches ---------------------------------------------------------------------------------
 
-def epoch_generators(seed: int, epoch: int) -> tuple[np.random.RandomState, torch.Generator]:
+def epoch_generators(seed: int, epoch: int, device="cpu") -> tuple[np.random.RandomState, torch.Generator]:
     rs = np.random.RandomState((seed * 1_000_003 + epoch) % (2**32))
-    g = torch.Generator().manual_seed(seed * 1_000_033 + epoch)
+    g = torch.Generator(device=device).manual_seed(seed * 1_000_033 + epoch)
     return rs, g
 
 
-def prepare_batch(images: np.ndarray, idx: np.ndarray, binary: bool, generator=None) -> torch.Tensor:
-    x = torch.from_numpy(images[idx])
+def prepare_batch(images, idx: np.ndarray, binary: bool, generator=None) -> torch.Tensor:
+    """The images at `idx`, on the generator's device (`images`: numpy, or a tensor already there)."""
+    device = generator.device if generator is not None else "cpu"
+    x = images[torch.as_tensor(idx, device=images.device)] if torch.is_tensor(images) else torch.from_numpy(images[idx])
+    x = x.to(device)
     return dynamic_binarize(x, generator) if binary else x
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def mixture_batch(alpha: float, real: torch.Tensor | None, sampler: Callable[[int], torch.Tensor] | None,
@@ -64,7 +71,8 @@ def mixture_batch(alpha: float, real: torch.Tensor | None, sampler: Callable[[in
         xs.append(s)
         ws.append(torch.full((len(s),), alpha / len(s)))
         src.append(torch.ones(len(s), dtype=torch.bool))
-    return torch.cat(xs), torch.cat(ws), torch.cat(src)
+    device = xs[0].device
+    return torch.cat(xs), torch.cat(ws).to(device), torch.cat(src).to(device)
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -74,10 +82,11 @@ def evaluate(model: VAE, images: np.ndarray, batch_size: int = 500, binary_dynam
              seed: int = EVAL_SEED) -> float:
     """Mean -ELBO in bits/dim over `images` (single-sample, fixed noise)."""
     model.eval()
-    g = torch.Generator().manual_seed(seed)
+    device = _device_of(model)
+    g = torch.Generator(device=device).manual_seed(seed)
     total = 0.0
     for lo in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[lo : lo + batch_size])
+        x = torch.from_numpy(images[lo : lo + batch_size]).to(device)
         if binary_dynamic:
             x = dynamic_binarize(x, g)
         total += float(model.neg_elbo(x, generator=g).double().sum())
@@ -188,7 +197,7 @@ def _splits(cfg: TrainConfig, data_dir):
 
 def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, progress: bool | None = None,
         max_epochs_this_call: int | None = None, log: Callable[[str], None] | None = None,
-        data: tuple | None = None, deadline: float | None = None) -> dict:
+        data: tuple | None = None, deadline: float | None = None, device: str = "cpu") -> dict:
     """Train (cfg.mode == "train") or refit the encoder (cfg.mode == "refit") into folder `out`.
 
     `data` = (train, selection or None, selection name or None, test) uint8 arrays replaces the
@@ -196,6 +205,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     its state record when it stopped early (max_epochs_this_call), to be continued with resume=True.
     `deadline` (unix time): finish the run early, as if cfg.epochs had been the epochs done, when
     another epoch would end past it; the planned count is kept in the metadata.
+    `device` "cuda" trains on a GPU (not bit-reproducible there; compression is, on any device).
     """
     out = Path(out)
     if (out / "state.json").exists() and not resume:
@@ -219,12 +229,22 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
             p.requires_grad_(False)
         params = list(model.encoder.parameters())
         cfg.architecture = model.architecture()
+        cfg.family = (base_meta.get("recipe") or {}).get("family", cfg.family)
     else:
         base_meta = None
         cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width, cfg.family)
         model = build_model(cfg.architecture)
         params = list(model.parameters())
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BBANSError("--device cuda: no CUDA device is visible")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    model.to(dev)
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    # The training set lives on the device once, rather than crossing the bus every step.
+    train_src = torch.from_numpy(train_x).to(dev) if dev.type == "cuda" else train_x
 
     start, history, best = 0, [], {"sel_bpd": math.inf, "epoch": None}
     if resume and (out / "state.json").exists():
@@ -243,18 +263,18 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     stop_at = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start + max_epochs_this_call)
     try:
         for epoch in range(start, stop_at):
-            rs, g = epoch_generators(cfg.seed, epoch)
+            rs, g = epoch_generators(cfg.seed, epoch, dev)
             perm = rs.permutation(n)
             t0 = time.time()
             run_loss, skipped = 0.0, 0
             for s in range(steps):
                 idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-                x = prepare_batch(train_x, idx, binary, g)
+                x = prepare_batch(train_src, idx, binary, g)
                 if cfg.mode == "train":
                     loss_vec = model.neg_elbo(x, generator=g)
                     loss = loss_vec.mean()
                 else:
-                    loss = _refit_loss(model, cfg, x, train_x, rs, g, binary)
+                    loss = _refit_loss(model, cfg, x, train_src, rs, g, binary)
                 opt.zero_grad(set_to_none=True)
                 lb = float(loss.detach()) / (dims * math.log(2))
                 if not math.isfinite(lb):
@@ -301,7 +321,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     return finish(model, cfg, out, history, train_x, test_x, binary, base_meta, best, time.time() - t_start)
 
 
-def _refit_loss(model: VAE, cfg: TrainConfig, real: torch.Tensor, train_x: np.ndarray, rs, g, binary: bool):
+def _refit_loss(model: VAE, cfg: TrainConfig, real: torch.Tensor, train_x, rs, g, binary: bool):
     # The batch keeps its size: round(alpha * bs) of its slots go to the second part, so a refit
     # epoch (len(train) / bs steps) costs what an ordinary epoch costs and the alpha = 0 control
     # takes exactly as many steps of the same size.
@@ -325,9 +345,9 @@ def _refit_loss(model: VAE, cfg: TrainConfig, real: torch.Tensor, train_x: np.nd
                 # Latents from the aggregate posterior: q(z|x) of random training images.
                 src = prepare_batch(train_x, np.sort(rs.randint(0, len(train_x), size=k)), binary, g)
                 mu, std = model.encode(src)
-                z = mu + std * torch.randn(mu.shape, generator=g)
+                z = mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
             else:
-                z = model.sample_prior(k, generator=g)
+                z = model.sample_prior(k, generator=g, device=g.device)
             return model.sample_x(model.decode(z), generator=g)
 
     x, w, _ = mixture_batch(cfg.alpha, real[:n_real], sampler, n_second)
@@ -357,4 +377,5 @@ def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test
         meta["test_note"] = f"first {len(test_x)} CIFAR-10 test images (partial test set)"
     if base_meta is not None:
         meta["base"] = {k: base_meta.get(k) for k in ("hash", "epochs", "test_bits_per_dim", "train_bits_per_dim", "recipe")}
+    model.cpu()
     return ckpt.save_model(model, out / "model", meta)
