@@ -30,6 +30,8 @@ def _threads(n: int) -> None:
 @click.option("--family", type=click.Choice(["paper", "hierarchical"]), default="paper", show_default=True,
               help="the paper's single-latent model, or the three-layer convolutional hierarchy")
 @click.option("--eval-every", type=int, default=10, show_default=True, help="epochs between test evaluations")
+@click.option("--grad-clip", type=float, default=0.0, show_default=True,
+              help="clip gradient norms at this multiple of the recent median (0: off)")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="run folder")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last finished epoch")
@@ -39,8 +41,8 @@ def _threads(n: int) -> None:
 @click.option("--max-epochs-this-call", type=int, default=None, help="stop after this many epochs (resume later)")
 @click.option("--time-limit", type=float, default=None,
               help="minutes: finish the run with the epochs done so far when another epoch would overrun")
-def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, out, data_dir, resume, device, threads,
-              max_epochs_this_call, time_limit):
+def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, grad_clip, out, data_dir, resume, device,
+              threads, max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
     from bbans.train import TrainConfig, run
 
@@ -48,7 +50,7 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, 
     if lr is None:
         lr = 5e-4 if dataset == "cifar10" else 3e-4
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width,
-                      family=family, eval_every=eval_every)
+                      family=family, eval_every=eval_every, grad_clip=grad_clip)
     meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
                deadline=_deadline(time_limit), device=device)
     if "test_bits_per_dim" in meta:

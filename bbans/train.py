@@ -134,6 +134,9 @@ class TrainConfig:
     alpha: float = 0.0
     denoise_sigma: float = 0.0
     aggregate: bool = False
+    # Clip each step's gradient norm at this multiple of the median of recent norms (0: off).
+    # Deep hierarchies on a GPU blew up without it: one bad batch could throw Adam far off.
+    grad_clip: float = 0.0
     note: str = ""
 
 
@@ -247,6 +250,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     train_src = torch.from_numpy(train_x).to(dev) if dev.type == "cuda" else train_x
 
     start, history, best = 0, [], {"sel_bpd": math.inf, "epoch": None}
+    norms: list[float] = []
     if resume and (out / "state.json").exists():
         rec = _load_state(out, model, opt)
         start, history, best = rec["epoch"], rec["history"], rec.get("best", best)
@@ -266,7 +270,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
             rs, g = epoch_generators(cfg.seed, epoch, dev)
             perm = rs.permutation(n)
             t0 = time.time()
-            run_loss, skipped = 0.0, 0
+            run_loss, skipped, clipped = 0.0, 0, 0
             for s in range(steps):
                 idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
                 x = prepare_batch(train_src, idx, binary, g)
@@ -282,6 +286,15 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
                     skipped += 1
                     continue
                 loss.backward()
+                if cfg.grad_clip > 0:
+                    limit = cfg.grad_clip * float(np.median(norms)) if len(norms) >= 50 else math.inf
+                    norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+                    if not math.isfinite(norm):
+                        skipped += 1
+                        continue
+                    norms.append(norm)
+                    del norms[:-200]
+                    clipped += norm > limit
                 opt.step()
                 run_loss += lb
                 rep.step(epoch, lb)
@@ -289,6 +302,8 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
             entry = {"epoch": ep, "loss_bpd": run_loss / max(1, steps - skipped), "seconds": round(time.time() - t0, 2)}
             if skipped:
                 entry["skipped_steps"] = skipped
+            if clipped:
+                entry["clipped_steps"] = clipped
             do_eval = ep % cfg.eval_every == 0 or ep == cfg.epochs
             if sel_x is not None and (do_eval or cfg.dataset == "cifar10"):
                 entry[f"{sel_name}_bpd"] = evaluate(model, sel_x)

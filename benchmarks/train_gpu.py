@@ -30,17 +30,19 @@ from bbans.models import default_architecture  # noqa: E402
 from bbans.train import TrainConfig, run  # noqa: E402
 
 
-def gpu_check(prefix: Path, test: np.ndarray, n: int) -> list[dict]:
+def gpu_check(prefix: Path, test: np.ndarray, n: int, device: str) -> list[dict]:
     rows = []
     for tag in ("encoder",):
         model, _ = load_files(prefix, tag)
         for K in (0, 2):
-            cfg = bitsback.EngineConfig(K=K, lr=1e-3, device="cuda", threads=1)
+            cfg = bitsback.EngineConfig(K=K, lr=1e-3, device=device, threads=1)
             x = test[:n]
-            torch.cuda.synchronize()
+            if device == "cuda":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             payload, st = bitsback.compress(model, x, config=cfg)
-            torch.cuda.synchronize()
+            if device == "cuda":
+                torch.cuda.synchronize()
             t1 = time.perf_counter()
             y = bitsback.decompress(model, payload, len(x), x.shape[1:], config=st["config"])
             t2 = time.perf_counter()
@@ -62,29 +64,47 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--refit-lr", type=float, default=1e-4)
+    ap.add_argument("--grad-clip", type=float, default=3.0)
     ap.add_argument("--check-images", type=int, default=100)
+    ap.add_argument("--limit", type=int, default=None, help="train on the first N images only (dry runs)")
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the whole pipeline here")
+    ap.add_argument("--resume", action="store_true", help="continue the base run in --work")
+    ap.add_argument("--state-from", default=None,
+                    help="folder holding a previous call's state.json/state.safetensors (the machine went cold)")
     a = ap.parse_args()
     out, work = Path(a.out), Path(a.work)
     out.mkdir(parents=True, exist_ok=True)
     train_x, test_x = cifar_pack.unpack(a.data)
-    print(f"{len(train_x)} training, {len(test_x)} test images; {torch.cuda.get_device_name(0)}", flush=True)
+    train_x = train_x[: a.limit]
+    gpu = torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu"
+    print(f"{len(train_x)} training, {len(test_x)} test images; {gpu}", flush=True)
     data = (train_x, None, None, test_x)
     arch = default_architecture("cifar10", a.width, "hierarchical")
     arch["blocks"] = a.blocks
-    note = f"trained on a GPU ({torch.cuda.get_device_name(0)}) for {a.train_minutes} min on the first {len(train_x)} training images"
+    note = f"trained on {gpu} within {a.train_minutes} min per call on the first {len(train_x)} training images"
     cfg = TrainConfig(dataset="cifar10", epochs=1000, lr=a.lr, batch_size=a.batch_size, family="hierarchical",
-                      eval_every=10, architecture=arch, note=note)
-    base = run(cfg, work / "base", data=data, deadline=time.time() + 60 * a.train_minutes, device="cuda")
+                      eval_every=10, architecture=arch, grad_clip=a.grad_clip, note=note)
+    if a.state_from and not (work / "base" / "state.json").exists():
+        (work / "base").mkdir(parents=True, exist_ok=True)
+        for f in ("state.json", "state.safetensors"):
+            shutil.copy(Path(a.state_from) / f, work / "base" / f)
+    base = run(cfg, work / "base", data=data, deadline=time.time() + 60 * a.train_minutes, device=a.device,
+               resume=a.resume)
     for f in ("model.json", "model.decoder.safetensors", "model.encoder.safetensors"):
         shutil.copy(work / "base" / f, out / f"base.{f.split('.', 1)[1]}")
+    for f in ("state.json", "state.safetensors"):  # to resume from, should the machine go cold
+        shutil.copy(work / "base" / f, out / f)
+    if a.refit_minutes <= 0:
+        print(json.dumps({"base_test_bpd": base["test_bits_per_dim"]}), flush=True)
+        return 0
     rcfg = TrainConfig(dataset="cifar10", epochs=1000, lr=a.refit_lr, batch_size=a.batch_size, eval_every=5, mode="refit",
                        base=str(work / "base"), alpha=0.5, aggregate=True,
                        note=f"refit on a GPU for {a.refit_minutes} min on the first {len(train_x)} training images")
-    refit = run(rcfg, work / "refit", data=data, deadline=time.time() + 60 * a.refit_minutes, device="cuda")
+    refit = run(rcfg, work / "refit", data=data, deadline=time.time() + 60 * a.refit_minutes, device=a.device)
     for f in ("model.json", "model.encoder.safetensors"):
         shutil.copy(work / "refit" / f, out / f"refit.{f.split('.', 1)[1]}")
     summary = {"base_test_bpd": base["test_bits_per_dim"], "refit_test_bpd": refit["test_bits_per_dim"],
-               "gpu_check": gpu_check(work / "base" / "model", test_x, a.check_images)}
+               "gpu_check": gpu_check(work / "base" / "model", test_x, a.check_images, a.device)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     return 0
