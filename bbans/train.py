@@ -134,8 +134,10 @@ class TrainConfig:
     alpha: float = 0.0
     denoise_sigma: float = 0.0
     aggregate: bool = False
-    # Clip each step's gradient norm at this multiple of the median of recent norms (0: off).
-    # Deep hierarchies on a GPU blew up without it: one bad batch could throw Adam far off.
+    # Clip each step's gradient norm at this multiple of the median of recent norms, and drop
+    # steps whose loss is over twice the recent median (0: off). A deep hierarchy trained on a
+    # GPU blew up without it: one batch's latents ran far out, its loss reached 1e12 bits/dim,
+    # and the weights never recovered.
     grad_clip: float = 0.0
     note: str = ""
 
@@ -250,7 +252,8 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     train_src = torch.from_numpy(train_x).to(dev) if dev.type == "cuda" else train_x
 
     start, history, best = 0, [], {"sel_bpd": math.inf, "epoch": None}
-    norms: list[float] = []
+    norms: list[float] = []  # recent gradient norms and batch losses, for --grad-clip
+    losses: list[float] = []
     if resume and (out / "state.json").exists():
         rec = _load_state(out, model, opt)
         start, history, best = rec["epoch"], rec["history"], rec.get("best", best)
@@ -281,10 +284,13 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
                     loss = _refit_loss(model, cfg, x, train_src, rs, g, binary)
                 opt.zero_grad(set_to_none=True)
                 lb = float(loss.detach()) / (dims * math.log(2))
-                if not math.isfinite(lb):
+                if not math.isfinite(lb) or (cfg.grad_clip > 0 and len(losses) >= 50
+                                             and lb > 2.0 * float(np.median(losses))):
                     # One bad sample in a deep chain must not wreck the weights; the step is dropped.
                     skipped += 1
                     continue
+                losses.append(lb)
+                del losses[:-200]
                 loss.backward()
                 if cfg.grad_clip > 0:
                     limit = cfg.grad_clip * float(np.median(norms)) if len(norms) >= 50 else math.inf

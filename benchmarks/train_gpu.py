@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cifar_pack  # noqa: E402
 from bbans import bitsback  # noqa: E402
-from bbans.checkpoints import load_files  # noqa: E402
+from bbans.checkpoints import load_files, save_model  # noqa: E402
+from bbans.hierarchy import calibrate_latent_scales  # noqa: E402
 from bbans.models import default_architecture  # noqa: E402
-from bbans.train import TrainConfig, run  # noqa: E402
+from bbans.train import TrainConfig, evaluate, run  # noqa: E402
 
 
 def gpu_check(prefix: Path, test: np.ndarray, n: int, device: str) -> list[dict]:
@@ -50,6 +51,24 @@ def gpu_check(prefix: Path, test: np.ndarray, n: int, device: str) -> list[dict]
                          "compress_s_per_image": (t1 - t0) / n, "decompress_s_per_image": (t2 - t1) / n})
             print("gpu check", rows[-1], flush=True)
     return rows
+
+
+@torch.no_grad()
+def best_checkpoint(run_dir: Path, train_x: np.ndarray, test_x: np.ndarray, device: str) -> dict:
+    """Replace the run's final model by its best-on-validation one, calibrated and evaluated."""
+    meta = json.loads((run_dir / "model.json").read_text())
+    best = meta.get("best_valid") or {}
+    if not best.get("epoch") or best["epoch"] == meta["epochs"]:
+        return meta
+    model, best_meta = load_files(run_dir / "best", "encoder", device=device)
+    model.eval()
+    calibrate_latent_scales(model, train_x[:5000])
+    meta.update(chosen_epoch=best["epoch"], test_bits_per_dim=evaluate(model, test_x),
+                train_bits_per_dim=evaluate(model, train_x[:5000]),
+                note=f"weights of epoch {best['epoch']} (best validation -ELBO) of {meta['epochs']} trained")
+    model.cpu()
+    print(f"chose epoch {best['epoch']}: valid {best['sel_bpd']:.4f}, test {meta['test_bits_per_dim']:.4f}", flush=True)
+    return save_model(model, run_dir / "model", meta)
 
 
 def main() -> int:
@@ -78,7 +97,8 @@ def main() -> int:
     train_x = train_x[: a.limit]
     gpu = torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu"
     print(f"{len(train_x)} training, {len(test_x)} test images; {gpu}", flush=True)
-    data = (train_x, None, None, test_x)
+    # The last 1,000 training images choose the checkpoint, as the CIFAR-10 recipe's validation set.
+    data = (train_x[:-1000], train_x[-1000:], "valid", test_x)
     arch = default_architecture("cifar10", a.width, "hierarchical")
     arch["blocks"] = a.blocks
     note = f"trained on {gpu} within {a.train_minutes} min per call on the first {len(train_x)} training images"
@@ -90,6 +110,7 @@ def main() -> int:
             shutil.copy(Path(a.state_from) / f, work / "base" / f)
     base = run(cfg, work / "base", data=data, deadline=time.time() + 60 * a.train_minutes, device=a.device,
                resume=a.resume)
+    base = best_checkpoint(work / "base", train_x, test_x, a.device)
     for f in ("model.json", "model.decoder.safetensors", "model.encoder.safetensors"):
         shutil.copy(work / "base" / f, out / f"base.{f.split('.', 1)[1]}")
     for f in ("state.json", "state.safetensors"):  # to resume from, should the machine go cold
