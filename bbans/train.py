@@ -134,12 +134,46 @@ class TrainConfig:
     alpha: float = 0.0
     denoise_sigma: float = 0.0
     aggregate: bool = False
-    # Clip each step's gradient norm at this multiple of the median of recent norms, and drop
-    # steps whose loss is over twice the recent median (0: off). A deep hierarchy trained on a
-    # GPU blew up without it: one batch's latents ran far out, its loss reached 1e12 bits/dim,
-    # and the weights never recovered.
+    # See StepGuard (0: off). A deep hierarchy trained on a GPU blew up without it: one batch's
+    # latents ran far out, its loss reached 1e10 bits/dim, and the weights never recovered.
     grad_clip: float = 0.0
     note: str = ""
+
+
+class StepGuard:
+    """Which training steps to take, and where to clip their gradients (`--grad-clip`).
+
+    A step whose loss is not finite is always dropped. With a clip factor > 0, once 50 steps
+    have been seen, a step whose loss is over twice the median of the last 200 is dropped (one
+    bad sample in a deep chain must not wreck the weights) and gradient norms are clipped at
+    the factor times the median of the last 200 norms.
+    """
+
+    WINDOW, WARMUP = 200, 50
+
+    def __init__(self, clip: float):
+        self.clip = clip
+        self.losses: list[float] = []
+        self.norms: list[float] = []
+
+    def admit_loss(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return False
+        if self.clip > 0 and len(self.losses) >= self.WARMUP and loss > 2.0 * float(np.median(self.losses)):
+            return False
+        self.losses = self.losses[-(self.WINDOW - 1):] + [loss]
+        return True
+
+    def norm_limit(self) -> float:
+        if self.clip <= 0 or len(self.norms) < self.WARMUP:
+            return math.inf
+        return self.clip * float(np.median(self.norms))
+
+    def admit_norm(self, norm: float) -> bool:
+        if not math.isfinite(norm):
+            return False
+        self.norms = self.norms[-(self.WINDOW - 1):] + [norm]
+        return True
 
 
 class Reporter:
@@ -252,8 +286,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     train_src = torch.from_numpy(train_x).to(dev) if dev.type == "cuda" else train_x
 
     start, history, best = 0, [], {"sel_bpd": math.inf, "epoch": None}
-    norms: list[float] = []  # recent gradient norms and batch losses, for --grad-clip
-    losses: list[float] = []
+    guard = StepGuard(cfg.grad_clip)
     if resume and (out / "state.json").exists():
         rec = _load_state(out, model, opt)
         start, history, best = rec["epoch"], rec["history"], rec.get("best", best)
@@ -284,22 +317,16 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
                     loss = _refit_loss(model, cfg, x, train_src, rs, g, binary)
                 opt.zero_grad(set_to_none=True)
                 lb = float(loss.detach()) / (dims * math.log(2))
-                if not math.isfinite(lb) or (cfg.grad_clip > 0 and len(losses) >= 50
-                                             and lb > 2.0 * float(np.median(losses))):
-                    # One bad sample in a deep chain must not wreck the weights; the step is dropped.
+                if not guard.admit_loss(lb):
                     skipped += 1
                     continue
-                losses.append(lb)
-                del losses[:-200]
                 loss.backward()
                 if cfg.grad_clip > 0:
-                    limit = cfg.grad_clip * float(np.median(norms)) if len(norms) >= 50 else math.inf
+                    limit = guard.norm_limit()
                     norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-                    if not math.isfinite(norm):
+                    if not guard.admit_norm(norm):
                         skipped += 1
                         continue
-                    norms.append(norm)
-                    del norms[:-200]
                     clipped += norm > limit
                 opt.step()
                 run_loss += lb

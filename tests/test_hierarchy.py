@@ -153,6 +153,20 @@ def test_bitswap_borrows_only_the_first_layers_initial_bits():
     assert initial[3] == initial[1]
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic_mix"])
+def test_only_the_first_image_borrows_initial_bits_however_many_follow(likelihood):
+    """Binary images net fewer bits than their latents' pops draw, so batches sized without
+    regard to the message's depth borrow fresh phantom words (2784 bits here with the doubling
+    ramp); batches funded by their deepest draw borrow only the first image's."""
+    m = tiny(likelihood)
+    x = images(likelihood, 60)
+    config = EngineConfig(lanes=16, batch_size=16, threads=1)
+    _, first = bitsback.compress(m, x[:1], None, config)
+    payload, stats = bitsback.compress(m, x, None, config)
+    assert stats["initial_bits"] == first["initial_bits"]
+    assert np.array_equal(bitsback.decompress(m, payload, len(x), x.shape[1:], None, stats["config"]), x)
+
+
 def test_k_step_posterior_is_deterministic_and_moves_every_layer():
     m = tiny()
     x = torch.as_tensor(images("logistic_mix", 4))

@@ -124,3 +124,24 @@ def test_cli_missing_data_is_one_line(tmp_path, monkeypatch):
     from bbans.errors import DataNotFoundError
 
     assert isinstance(r.exception, DataNotFoundError)
+
+
+def test_step_guard_drops_loss_spikes_and_clips_at_a_multiple_of_the_median_norm():
+    from bbans.train import StepGuard
+
+    off = StepGuard(0.0)
+    assert not off.admit_loss(float("nan"))
+    assert all(off.admit_loss(1.0) for _ in range(60)) and off.admit_loss(1e10)  # off: only non-finite is dropped
+    assert off.norm_limit() == float("inf")
+
+    g = StepGuard(3.0)
+    for _ in range(49):
+        assert g.admit_loss(1.0) and g.admit_norm(2.0)
+    assert g.admit_loss(5.0)  # still warming up: no median to compare with
+    assert g.norm_limit() == float("inf")
+    g.admit_norm(2.0)
+    assert not g.admit_loss(2.5)  # over twice the median loss
+    assert g.admit_loss(1.9)
+    assert g.norm_limit() == 6.0
+    assert not g.admit_norm(float("inf"))
+    assert g.norm_limit() == 6.0  # a dropped norm leaves the window as it was
