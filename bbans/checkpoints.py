@@ -22,7 +22,7 @@ from bbans.errors import BBANSError
 from bbans.models import VAE, build_model
 
 BUNDLED_PACKAGE = "bbans.bundled"
-BUNDLED_NAMES = ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist", "cifar10")
+BUNDLED_NAMES = ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist", "cifar10-hier", "cifar10")
 ENCODERS = ("refit", "baseline")
 
 
@@ -178,7 +178,7 @@ def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str 
 
     def summary(m: dict) -> dict:
         keep = ("epochs", "seed", "recipe", "train_bits_per_dim", "test_bits_per_dim", "test_images", "best_valid",
-                "test_note")
+                "test_note", "chosen_epoch", "note")
         return {k: m[k] for k in keep if k in m}
 
     rec = {

@@ -23,17 +23,20 @@ TILES: dict[str, tuple[int, int, int]] = {
     "binary-mnist": (1, 28, 28),
     "mnist-hier": (1, 28, 28),
     "mnist": (1, 28, 28),
+    "cifar10-hier": (3, 32, 32),
     "cifar10": (3, 32, 32),
 }
 # The pixel alphabet of each model: "binary" models take 0/1, "grey" and "rgb" 8-bit values.
 ALPHABET: dict[str, str] = {
-    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey", "cifar10": "rgb",
+    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey", "cifar10-hier": "rgb",
+    "cifar10": "rgb",
 }
 SERVES: dict[str, str] = {
     "binary-mnist-hier": "black-and-white images, 28x28 tiles (hierarchical latents; the default)",
     "binary-mnist": "black-and-white images (mode 1, or grey with only 0 and 255), 28x28 tiles",
     "mnist-hier": "8-bit grey images, 28x28 tiles (hierarchical latents; the default)",
     "mnist": "8-bit grey images (mode L), 28x28 tiles; also black-and-white ones",
+    "cifar10-hier": "8-bit RGB images, 32x32 tiles (hierarchical latents; the default)",
     "cifar10": "8-bit RGB images, 32x32 tiles",
 }
 
@@ -65,7 +68,7 @@ def routes_for(mode: str, binary: bool) -> tuple[str, ...]:
     if mode == "L":
         return ("mnist-hier", "mnist")
     if mode == "RGB":
-        return ("cifar10",)
+        return ("cifar10-hier", "cifar10")
     return ()
 
 

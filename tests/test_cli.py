@@ -176,7 +176,7 @@ def test_model_round_trip(tree, tmp_path, fake_models):
     for name in ("digits/d0.png", "digits/d1.pgm", "digits/d2.bmp", "digits/wide 41x30.png"):
         assert kinds[name] == "mnist-hier"
     for name in ("colour/c0.png", "colour/c1.ppm", "colour/c2.tif", "deep/er/still/ünï ✓.png"):
-        assert kinds[name] == "cifar10"
+        assert kinds[name] == "cifar10-hier"
     assert all(kinds[k] == "stored" for k in kinds if k.startswith("stored/"))
     out_dir = tmp_path / "restored"
     code, out, err = run("decompress", bb, "-o", out_dir)
@@ -193,7 +193,7 @@ def test_model_round_trip_with_optimal_inference(tree, tmp_path, fake_models):
     bb = tmp_path / "k2.bb"
     code, out, err = run("compress", src, "-o", bb, "--K", 2, "--batch-size", 2, "--lanes", 32)
     assert code == 0, err
-    assert set(_kinds(bb).values()) == {"binary-mnist-hier", "mnist-hier", "cifar10", "dir"}
+    assert set(_kinds(bb).values()) == {"binary-mnist-hier", "mnist-hier", "cifar10-hier", "dir"}
     assert run("decompress", bb)[0] == 0
     assert_restored(src, tmp_path / "k2")
 
@@ -291,7 +291,7 @@ def test_info_on_a_real_archive(tree, tmp_path, fake_models):
     code, out, _ = run("info", bb, "--json")
     rep = json.loads(out)
     assert rep["archive_bytes"] == bb.stat().st_size
-    assert {g["model"] for g in rep["groups"]} == {"mnist-hier", "cifar10"}
+    assert {g["model"] for g in rep["groups"]} == {"mnist-hier", "cifar10-hier"}
     assert all(g["K"] == 1 and g["device"] == "cpu" for g in rep["groups"])
     files = [e for e in rep["entries"] if e["kind"] == "model"]
     assert len(files) == 7 and all(e["bits_per_dim"] > 0 for e in files)

@@ -39,9 +39,9 @@ ROUTED = {
     "digits/d1.pgm": ("mnist-hier", "mnist"),
     "digits/d2.bmp": ("mnist-hier", "mnist"),
     "digits/wide 41x30.png": ("mnist-hier", "mnist"),
-    "colour/c0.png": ("cifar10",),
-    "colour/c1.ppm": ("cifar10",),
-    "colour/c2.tif": ("cifar10",),
+    "colour/c0.png": ("cifar10-hier", "cifar10"),
+    "colour/c1.ppm": ("cifar10-hier", "cifar10"),
+    "colour/c2.tif": ("cifar10-hier", "cifar10"),
 }
 STORED = {
     "stored/rgba.png": "mode RGBA",
@@ -87,7 +87,7 @@ def test_metadata_is_kept_through_the_rewrite():
     data = _save(_rgb(), "PNG", pnginfo=info, icc_profile=b"not really icc" * 4, dpi=(300, 300),
                  transparency=(1, 2, 3))
     p = images.probe(data)
-    assert p.routes == ("cifar10",), p.reason
+    assert p.routes == ("cifar10-hier", "cifar10"), p.reason
     again = Image.open(io.BytesIO(images.encode(p.pixels, p.mode, p.format, p.meta)))
     orig = Image.open(io.BytesIO(data))
     again.load(), orig.load()
