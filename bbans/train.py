@@ -290,6 +290,10 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     if resume and (out / "state.json").exists():
         rec = _load_state(out, model, opt)
         start, history, best = rec["epoch"], rec["history"], rec.get("best", best)
+        # The --lr given now wins over the saved one (a step decay by hand); each epoch's entry
+        # in the history says which rate it ran at.
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
         saved = rec["config"]
         for key in ("dataset", "mode", "alpha", "denoise_sigma", "aggregate", "batch_size", "seed"):
             if saved.get(key) != getattr(cfg, key):
@@ -332,7 +336,8 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
                 run_loss += lb
                 rep.step(epoch, lb)
             ep = epoch + 1
-            entry = {"epoch": ep, "loss_bpd": run_loss / max(1, steps - skipped), "seconds": round(time.time() - t0, 2)}
+            entry = {"epoch": ep, "loss_bpd": run_loss / max(1, steps - skipped), "seconds": round(time.time() - t0, 2),
+                     "lr": cfg.lr}
             if skipped:
                 entry["skipped_steps"] = skipped
             if clipped:

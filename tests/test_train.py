@@ -75,6 +75,16 @@ def test_run_resume_matches_uninterrupted(tmp_path):
     assert full["history"][-1]["test_bpd"] < full["history"][0]["loss_bpd"]
 
 
+def test_resume_takes_the_new_learning_rate_and_records_it(tmp_path):
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(TINY), eval_every=1)
+    T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    cfg.lr = 2e-4
+    meta = T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, resume=True)
+    assert [e["lr"] for e in meta["history"]] == [1e-3, 2e-4]
+    state = json.loads((tmp_path / "base" / "state.json").read_text())
+    assert all(g["lr"] == 2e-4 for g in state["param_groups"])
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("shared")
