@@ -28,8 +28,8 @@ TILES: dict[str, tuple[int, int, int]] = {
 }
 # The pixel alphabet of each model: "binary" models take 0/1, "grey" and "rgb" 8-bit values.
 ALPHABET: dict[str, str] = {
-    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey", "cifar10-hier": "rgb",
-    "cifar10": "rgb",
+    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey",
+    "cifar10-hier": "rgb", "cifar10": "rgb",
 }
 SERVES: dict[str, str] = {
     "binary-mnist-hier": "black-and-white images, 28x28 tiles (hierarchical latents; the default)",

@@ -10,13 +10,13 @@ set -euo pipefail
 base1=${1:-95}; base2=${2:-88}; refit_min=${3:-11}; runs=${4:-runs}
 data=${BBANS_DATA:-../shared/data}
 resume() { [ -f "$1/state.json" ] && echo --resume || true; }
-arch=(--dataset cifar10 --family hierarchical --width 64 --epochs 40 --grad-clip 3 --eval-every 4 --data-dir $data --threads 2)
+common=(--dataset cifar10 --family hierarchical --width 64 --epochs 40 --grad-clip 3 --eval-every 4 --data-dir $data --threads 2)
 b=$runs/hcifar10-base
-[ -f $b/model.json ] || { bbans train "${arch[@]}" --lr 8e-4 --out $b --time-limit $base1 $(resume $b)
+[ -f $b/model.json ] || { bbans train "${common[@]}" --lr 8e-4 --out $b --time-limit $base1 $(resume $b)
   python benchmarks/best_checkpoint.py $b --data-dir $data; }
 l=$runs/hcifar10-long
 [ -d $l ] || { cp -r $b $l
-  bbans train "${arch[@]}" --lr 4e-4 --out $l --time-limit $base2 --resume
+  bbans train "${common[@]}" --lr 4e-4 --out $l --time-limit $base2 --resume
   python benchmarks/best_checkpoint.py $l --data-dir $data; }
 r=$runs/hcifar10-refit-agg-a0.5
 [ -f $r/model.json ] || bbans refit --dataset cifar10 --base $l --aggregate --alpha 0.5 --lr 1e-4 --epochs 100 \
