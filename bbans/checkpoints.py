@@ -3,8 +3,9 @@
 A bundled model `<name>` is four files in the `bbans.bundled` package (the repository's
 models/ folder): `<name>.decoder.safetensors`, `<name>.encoder-baseline.safetensors`,
 `<name>.encoder-refit.safetensors` and `<name>.json`. The content hash of a loaded model is the
-sha256 over the decoder file's bytes followed by the chosen encoder file's bytes, so an archive
-can cite exactly the weights it was coded with.
+sha256 over the decoder file's bytes, the chosen encoder file's bytes and the architecture record
+(which holds the latent bucket scales), so an archive cites exactly the weights and settings it
+was coded with.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def load_tensors(path: str | Path) -> dict:
     return st_load_bytes(Path(path).read_bytes())
 
 
-def content_hash(*blobs: bytes) -> str:
+def model_hash(decoder: bytes, encoder: bytes, architecture: dict) -> str:
+    # The architecture is hashed too: a model whose bucket scales were re-chosen keeps its weight
+    # files but codes differently, and an archive made with the old scales must be refused.
     h = hashlib.sha256()
-    for b in blobs:
+    for b in (decoder, encoder, json.dumps(architecture, sort_keys=True, separators=(",", ":")).encode()):
         h.update(b)
     return h.hexdigest()
 
@@ -64,8 +67,8 @@ def save_model(model: VAE, prefix: str | Path, meta: dict, encoder_tag: str = "e
     save_tensors(f"{prefix}.{encoder_tag}.safetensors", enc)
     meta = dict(meta)
     meta["architecture"] = model.architecture()
-    meta["hash"] = content_hash(Path(f"{prefix}.decoder.safetensors").read_bytes(),
-                                Path(f"{prefix}.{encoder_tag}.safetensors").read_bytes())
+    meta["hash"] = model_hash(Path(f"{prefix}.decoder.safetensors").read_bytes(),
+                              Path(f"{prefix}.{encoder_tag}.safetensors").read_bytes(), meta["architecture"])
     Path(f"{prefix}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
@@ -92,7 +95,7 @@ def load_files(prefix: str | Path, encoder_tag: str = "encoder", device="cpu") -
         raise BBANSError(f"checkpoint file missing: {exc.filename}") from None
     model = model_from_blobs(meta["architecture"], dec, enc, device)
     meta = dict(meta)
-    meta["hash"] = content_hash(dec, enc)
+    meta["hash"] = model_hash(dec, enc, meta["architecture"])
     return model, meta
 
 
@@ -127,7 +130,7 @@ def list_models() -> list[dict]:
 
 
 def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[VAE, dict]:
-    """A bundled model and its metadata; meta["hash"] covers decoder + chosen encoder bytes.
+    """A bundled model and its metadata; meta["hash"] covers decoder + chosen encoder + architecture.
 
     meta["test_bits_per_dim"] is the test -ELBO of this encoder with the bundled decoder.
     """
@@ -146,7 +149,7 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
     meta = dict(meta)
     meta["name"] = name
     meta["encoder"] = encoder
-    meta["hash"] = content_hash(dec, enc)
+    meta["hash"] = model_hash(dec, enc, meta["architecture"])
     per = meta.get("encoders", {}).get(encoder, {})
     for key in ("test_bits_per_dim", "train_bits_per_dim"):
         if key in per:
@@ -181,15 +184,16 @@ def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str 
                 "test_note", "chosen_epoch", "note")
         return {k: m[k] for k in keep if k in m}
 
+    arch = base_meta["architecture"]
     rec = {
         "name": name,
         "dataset": base_meta["dataset"],
-        "architecture": base_meta["architecture"],
+        "architecture": arch,
         "eval": base_meta.get("eval"),
         "decoder": summary(base_meta),
         "encoders": {
-            "baseline": {**summary(base_meta), "hash": content_hash(blobs["decoder"], blobs["baseline"])},
-            "refit": {**summary(refit_meta), "hash": content_hash(blobs["decoder"], blobs["refit"])},
+            "baseline": {**summary(base_meta), "hash": model_hash(blobs["decoder"], blobs["baseline"], arch)},
+            "refit": {**summary(refit_meta), "hash": model_hash(blobs["decoder"], blobs["refit"], arch)},
         },
         "files": {k: v[1] for k, v in files.items()},
         "sha256": {k: hashlib.sha256(b).hexdigest() for k, b in blobs.items()},

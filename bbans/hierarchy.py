@@ -10,8 +10,8 @@ Resolution: z1 is at 1/2 of the image's height and width, z2 and above at 1/4, s
 weights code any image whose sides are multiples of 4. No layer mixes images of a batch.
 
 Each layer's latents are coded on the equal-mass buckets of N(0, s_i^2), with s_i
-(`latent_scales`) measured from the aggregate posterior after training, so the buckets follow
-where that layer's latents actually live.
+(`latent_scales`) chosen after training by what the buckets cost
+(`bbans.bitsback.calibrate_latent_scales`).
 """
 
 from __future__ import annotations
@@ -176,27 +176,3 @@ class HierarchicalVAE(VAE):
         return {"type": "hierarchical", "likelihood": self.likelihood, "image_shape": list(self.image_shape),
                 "width": self.width, "latent_channels": self.latent_channels, "layers": self.layers,
                 "blocks": self.blocks, "mixtures": self.mixtures, "latent_scales": list(self.latent_scales)}
-
-
-@torch.no_grad()
-def calibrate_latent_scales(model: HierarchicalVAE, images, batch_size: int = 500, seed: int = 0) -> list[float]:
-    """Set each intermediate layer's bucket scale to the RMS of its aggregate-posterior samples.
-
-    The top layer keeps scale 1: its prior is N(0, I), which is then uniform over the buckets.
-    """
-    g = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    sums = [0.0] * model.layers
-    count = [0] * model.layers
-    for lo in range(0, len(images), batch_size):
-        below = torch.as_tensor(images[lo : lo + batch_size]).to(device)
-        for i in range(model.layers):
-            mu, std = model.infer(i, below)
-            z = mu + std * torch.randn(mu.shape, generator=g).to(device)
-            sums[i] += float((z.double() ** 2).sum())
-            count[i] += z.numel()
-            below = z
-    scales = [round((s / c) ** 0.5, 4) for s, c in zip(sums, count)]
-    scales[-1] = 1.0
-    model.latent_scales = scales
-    return scales

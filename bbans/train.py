@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from bbans import checkpoints as ckpt
-from bbans.data import dynamic_binarize, is_binary, load_dataset
+from bbans.data import binarize_test, dynamic_binarize, is_binary, load_dataset
 from bbans.errors import BBANSError
 from bbans.models import VAE, bits_per_dim, build_model, default_architecture
 
 EVAL_SEED = 1234  # one fixed reparameterisation noise for every evaluation, so encoders compare fairly
+CALIBRATION_IMAGES = 1000  # training images the latent bucket scales are chosen on
 
 
 # ---- batches ---------------------------------------------------------------------------------
@@ -411,9 +412,10 @@ def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test
            base_meta: dict | None, best: dict, seconds: float) -> dict:
     model.eval()
     if cfg.mode == "train" and model.latent_layers > 1:
-        from bbans.hierarchy import calibrate_latent_scales
+        from bbans.bitsback import calibrate_latent_scales
 
-        calibrate_latent_scales(model, train_x[:5000])
+        calib = np.asarray(train_x[:CALIBRATION_IMAGES])
+        calibrate_latent_scales(model, binarize_test(calib) if binary else calib)
     meta = {
         "dataset": cfg.dataset,
         "epochs": cfg.epochs,

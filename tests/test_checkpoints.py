@@ -25,6 +25,18 @@ def test_save_load_round_trip(tmp_path, m):
     assert b"pickle" not in raw[:200]
 
 
+def test_hash_changes_with_the_latent_bucket_scales(tmp_path):
+    # Same weight files, other buckets: an archive made with one must not decode with the other.
+    from bbans.hierarchy import HierarchicalVAE
+
+    m = HierarchicalVAE("bernoulli", image_shape=(1, 8, 8), width=8, latent_channels=2, layers=2)
+    first = C.save_model(m, tmp_path / "m", {"dataset": "x"})["hash"]
+    m.latent_scales = [1.5, 1.0]
+    second = C.save_model(m, tmp_path / "m", {"dataset": "x"})["hash"]
+    assert first != second
+    assert C.load_files(tmp_path / "m")[1]["hash"] == second
+
+
 def test_bundle_and_registry(tmp_path, monkeypatch):
     from bbans.data import load_dataset
 

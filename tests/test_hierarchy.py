@@ -12,7 +12,7 @@ from bbans import bitsback, codecs
 from bbans.ans import Message
 from bbans.bitsback import EngineConfig
 from bbans.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
-from bbans.hierarchy import HierarchicalVAE, calibrate_latent_scales
+from bbans.hierarchy import HierarchicalVAE
 from bbans.inference import posterior
 from bbans.models import build_model, default_architecture
 
@@ -180,11 +180,20 @@ def test_k_step_posterior_is_deterministic_and_moves_every_layer():
         below = amort[0]
 
 
-def test_calibration_sets_intermediate_scales_and_keeps_the_top_at_one():
+def test_calibration_keeps_the_top_at_one_and_tries_multiples_of_each_layers_rms():
     m = tiny()
-    scales = calibrate_latent_scales(m, images("logistic_mix", 20), batch_size=7)
+    scales = bitsback.calibrate_latent_scales(m, images("logistic_mix", 20))
     assert scales[-1] == 1.0 and all(s > 0 for s in scales)
     assert m.architecture()["latent_scales"] == scales
+
+
+def test_bucketed_estimate_agrees_with_what_the_coder_spends():
+    m = tiny()
+    x = images("logistic_mix", 64)
+    _, stats = bitsback.compress(m, x, config=EngineConfig())
+    coded = stats["discrete_neg_elbo_bits"]
+    estimate = np.mean([bitsback.bucketed_neg_elbo_bits(m, x, seed=s) for s in range(3)])
+    assert abs(estimate - coded) < 0.02 * coded
 
 
 def test_wrong_image_size_is_refused_with_a_clear_error():

@@ -1,0 +1,55 @@
+"""Rebuild a training run folder from a bundled model, so `bbans train --resume` continues it.
+
+Run folders are not kept in the repository; a bundled model is. This writes `state.json` and
+`state.safetensors` for the bundle's decoder and baseline encoder at the bundle's epoch, with
+its recipe (dataset, batch size, seed, family), fresh Adam moments and an empty history (the
+original run's history did not survive). Continue with, e.g.:
+
+    python benchmarks/run_from_bundle.py binary-mnist-hier runs/hbinary-mnist-long
+    bbans train --dataset binary-mnist --family hierarchical --epochs 100 --lr 5e-4 \
+        --eval-every 5 --out runs/hbinary-mnist-long --resume --time-limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from bbans import checkpoints as ckpt
+from bbans.models import default_architecture
+from bbans.train import TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", help="bundled model name")
+    ap.add_argument("out", type=Path, help="run folder to create (must not hold a run)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="rate recorded in the state (the resume's --lr wins)")
+    a = ap.parse_args()
+    if (a.out / "state.json").exists():
+        raise SystemExit(f"{a.out} already holds a run")
+    model, meta = ckpt.load_model(a.model, encoder="baseline")
+    recipe = meta["decoder"]["recipe"]
+    arch = default_architecture(recipe["dataset"], recipe.get("width"), recipe["family"])
+    bundled = model.architecture()
+    if {k: v for k, v in arch.items() if k != "latent_scales"} != {k: v for k, v in bundled.items() if k != "latent_scales"}:
+        raise SystemExit(f"{a.model}'s architecture is not the default for its recipe; --resume could not rebuild it")
+    epochs = int(meta["decoder"]["epochs"])
+    cfg = TrainConfig(dataset=recipe["dataset"], epochs=epochs, lr=a.lr, batch_size=recipe["batch_size"],
+                      seed=recipe["seed"], width=recipe.get("width"), family=recipe["family"], architecture=arch,
+                      note=f"rebuilt from bundled {a.model} (epoch {epochs}, hash {meta['hash'][:12]}); fresh Adam moments")
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    a.out.mkdir(parents=True, exist_ok=True)
+    ckpt.save_tensors(a.out / "state.safetensors", {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()})
+    rec = {"epoch": epochs, "history": [], "config": asdict(cfg), "param_groups": opt.state_dict()["param_groups"],
+           "best": {"sel_bpd": float("inf"), "epoch": None}}
+    (a.out / "state.json").write_text(json.dumps(rec, indent=1))
+    print(f"{a.out}: {a.model} at epoch {epochs}; continue with bbans train --resume")
+
+
+if __name__ == "__main__":
+    main()
