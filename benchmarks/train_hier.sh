@@ -14,3 +14,5 @@ r=$runs/h$ds-refit-a0.5
 [ -f $r/model.json ] || bbans refit --dataset $ds --base $b --alpha 0.5 --epochs 100 --lr 3e-4 --eval-every 2 \
     --out $r --threads 1 --time-limit $refit_min $(resume $r)
 python benchmarks/train_bundle.py $ds-hier $b $r --notes "hierarchical conv VAE (3 latent layers), CPU-trained within a time limit"
+# Bucket scales chosen for the encoder the bundle codes with by default (the refit).
+python benchmarks/set_latent_scales.py $ds-hier --calibrate --data-dir $BBANS_DATA

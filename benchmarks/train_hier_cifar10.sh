@@ -4,7 +4,7 @@
 #   2. the same run continued (a copy, so stage 1 stays as it was) at lr 4e-4 within BASE2 minutes,
 #      then its best-on-validation epoch becomes the model;
 #   3. reverse half-asleep refit with aggregate-posterior latents within REFIT minutes;
-#   4. the bundle.
+#   4. the bundle, its latent bucket scales calibrated with the refit encoder.
 # Usage: benchmarks/train_hier_cifar10.sh [BASE1_MINUTES] [BASE2_MINUTES] [REFIT_MINUTES] [RUNS_DIR]
 set -euo pipefail
 base1=${1:-95}; base2=${2:-88}; refit_min=${3:-11}; runs=${4:-runs}
@@ -23,12 +23,5 @@ r=$runs/hcifar10-refit-agg-a0.5
     --eval-every 1 --out $r --data-dir $data --threads 2 --time-limit $refit_min $(resume $r)
 python benchmarks/train_bundle.py cifar10-hier $l $r --data-dir $data \
     --notes "hierarchical conv VAE, width 64, CPU-trained: $base1 minutes at lr 8e-4 then $base2 at 4e-4 (best-validation epoch), refit $refit_min minutes"
-# The RMS calibration clamps z1's heavy tail (coded 8.7 bits/dim); the shipped bundle sets z1's
-# bucket scale to 1.0 by hand (benchmarks/RESULTS.md, "Hierarchical model on CIFAR-10").
-python - <<'PY'
-import json
-p = "models/cifar10-hier.json"
-m = json.load(open(p))
-m["architecture"]["latent_scales"][0] = 1.0
-json.dump(m, open(p, "w"), indent=2, sort_keys=True)
-PY
+# Bucket scales chosen for the encoder the bundle codes with by default (the refit).
+python benchmarks/set_latent_scales.py cifar10-hier --calibrate --data-dir $data
