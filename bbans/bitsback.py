@@ -288,28 +288,49 @@ class _Session:
         return {"neg_elbo_bits": cont.cpu().numpy(), "discrete_neg_elbo_bits": disc.cpu().numpy()}
 
     # -- one batch, both directions --------------------------------------------------------------
+    def walk_up(self, x: torch.Tensor, batch_index: int, draw, coded_x=None, coded_below=None) -> tuple[list, dict]:
+        """The compressor's order up the chain: z1 from q(z1|x), then z2 from q(z2|z1), ...
+
+        `draw(layer, mu, std)` picks each layer's bucket indices; once z_{i+1} is known,
+        `coded_below(i, p_mu, p_std, idx_i)` is told the prior of layer i, and once z1 is known
+        `coded_x(params)` the likelihood's parameters. Returns, per layer, (idx, q_mu, q_std,
+        p_mu, p_std) (p_* None for the top) and the likelihood's parameters.
+        """
+        coded, below, params = [], x, None
+        for layer in range(self.layers):
+            mu, std = self.posterior(layer, below, batch_index)
+            idx = draw(layer, mu, std)
+            z = self.latents(layer, idx, mu.shape)
+            if layer == 0:
+                params = self.decode(z)
+                if coded_x is not None:
+                    coded_x(params)
+            else:
+                pm, ps = self.conditional_prior(layer - 1, z)
+                if coded_below is not None:
+                    coded_below(layer - 1, pm, ps, coded[-1][0])
+                coded[-1] = coded[-1][:3] + (pm, ps)
+            coded.append((idx, mu, std, None, None))
+            below = z
+        return coded, params
+
     def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
         """pop z1, push x, pop z2, push z1, ..., push zL."""
         start = _level(msg)
         lowest = start
-        mu, std = self.posterior(0, x, batch_index)
-        idx = self.latent_codec(0, mu, std).pop(msg)
-        lowest = min(lowest, _level(msg))
-        z = self.latents(0, idx, mu.shape)
-        params = self.decode(z)
-        self.observation_codec(params, mask).push(msg, x)
-        coded = []
-        for layer in range(1, self.layers):
-            mu_up, std_up = self.posterior(layer, z, batch_index)
-            idx_up = self.latent_codec(layer, mu_up, std_up).pop(msg)
+
+        def pop(layer, mu, std):
+            nonlocal lowest
+            idx = self.latent_codec(layer, mu, std).pop(msg)
             lowest = min(lowest, _level(msg))
-            z_up = self.latents(layer, idx_up, mu_up.shape)
-            pm, ps = self.conditional_prior(layer - 1, z_up)
-            self.latent_codec(layer - 1, pm, ps).push(msg, idx)
-            coded.append((idx, mu, std, pm, ps))
-            idx, mu, std, z = idx_up, mu_up, std_up, z_up
-        self.prior_codec(idx.size).push(msg, idx)
-        coded.append((idx, mu, std, None, None))
+            return idx
+
+        coded, params = self.walk_up(
+            x, batch_index, pop,
+            coded_x=lambda params: self.observation_codec(params, mask).push(msg, x),
+            coded_below=lambda layer, pm, ps, idx: self.latent_codec(layer, pm, ps).push(msg, idx))
+        top = coded[-1][0]
+        self.prior_codec(top.size).push(msg, top)
         return {**self.batch_stats(x, coded, params), "draw_bits": start - lowest}
 
     def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> torch.Tensor:
@@ -436,36 +457,25 @@ def bucketed_neg_elbo_bits(model, images: np.ndarray, config: EngineConfig = Eng
     "discrete_neg_elbo_bits", except that each bucket is drawn from the posterior (amortized, or
     after config.K steps) with seeded noise instead of being popped from a message (its mass is
     the same Gaussian's), and the fixed costs of a message (initial bits, final heads) are left
-    out. The same seed draws the same noise, so two settings are compared on equal terms.
+    out. The same seed draws the same noise, so two settings are compared on equal terms. Like
+    `compress`, it leaves the model in eval mode, frozen, on config's device.
     """
     images, _ = _prepare(images, None)
-    flags = [p.requires_grad for p in model.parameters()]
     g = torch.Generator().manual_seed(seed)
     total = 0.0
-    try:
-        with _deterministic(config):
-            s = _Session(model, config)
-            for lo in range(0, len(images), batch_size):
-                x = torch.as_tensor(images[lo : lo + batch_size], device=s.device)
-                coded, below, params = [], x, None
-                for layer in range(s.layers):
-                    mu, std = s.posterior(layer, below, 0)
-                    noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
-                    edges = s.edges[layer]
-                    t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
-                    idx = t.clamp(0, edges.numel() - 2).cpu().numpy()
-                    z = s.latents(layer, idx, mu.shape)
-                    if layer == 0:
-                        params = s.decode(z)
-                    else:
-                        pm, ps = s.conditional_prior(layer - 1, z)
-                        coded[-1] = coded[-1][:3] + (pm, ps)
-                    coded.append((idx, mu, std, None, None))
-                    below = z
-                total += float(s.batch_stats(x, coded, params)["discrete_neg_elbo_bits"].sum())
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
+    with _deterministic(config):
+        s = _Session(model, config)
+
+        def draw(layer, mu, std):
+            noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
+            edges = s.edges[layer]
+            t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
+            return t.clamp(0, edges.numel() - 2).cpu().numpy()
+
+        for lo in range(0, len(images), batch_size):
+            x = torch.as_tensor(images[lo : lo + batch_size], device=s.device)
+            coded, params = s.walk_up(x, 0, draw)
+            total += float(s.batch_stats(x, coded, params)["discrete_neg_elbo_bits"].sum())
     return total
 
 
@@ -501,12 +511,14 @@ def calibrate_latent_scales(model, images: np.ndarray, config: EngineConfig = En
     rms = [(a / max(b, 1)) ** 0.5 for a, b in zip(sq, count)]
     scales = [round(r, 4) for r in rms[:-1]] + [1.0]
 
+    best = None
     for layer in range(layers - 1):
         def cost(k: int) -> float:
             model.latent_scales = [round(rms[layer] * SCALE_STEP ** k, 4) if i == layer else s for i, s in enumerate(scales)]
             return bucketed_neg_elbo_bits(model, images, config, seed)
 
-        best_k, best = 0, cost(0)
+        # The scales as they stand are the layer below's winner: its cost is known already.
+        best_k, best = 0, cost(0) if best is None else best
         for direction in (1, -1):
             k = direction
             while abs(k) <= SCALE_SEARCH_LIMIT and (c := cost(k)) < best:

@@ -411,11 +411,6 @@ def _refit_loss(model: VAE, cfg: TrainConfig, real: torch.Tensor, train_x, rs, g
 def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test_x, binary: bool,
            base_meta: dict | None, best: dict, seconds: float) -> dict:
     model.eval()
-    if cfg.mode == "train" and model.latent_layers > 1:
-        from bbans.bitsback import calibrate_latent_scales
-
-        calib = np.asarray(train_x[:CALIBRATION_IMAGES])
-        calibrate_latent_scales(model, binarize_test(calib) if binary else calib)
     meta = {
         "dataset": cfg.dataset,
         "epochs": cfg.epochs,
@@ -432,5 +427,17 @@ def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test
         meta["test_note"] = f"first {len(test_x)} CIFAR-10 test images (partial test set)"
     if base_meta is not None:
         meta["base"] = {k: base_meta.get(k) for k in ("hash", "epochs", "test_bits_per_dim", "train_bits_per_dim", "recipe")}
+    if cfg.mode == "train" and model.latent_layers > 1:
+        from bbans.bitsback import calibrate_latent_scales
+
+        # Last: it runs on the coder's device (the CPU), and the -ELBOs above do not depend on it.
+        calibrate_latent_scales(model, calibration_images(train_x, binary))
     model.cpu()
     return ckpt.save_model(model, out / "model", meta)
+
+
+def calibration_images(train_x, binary: bool) -> np.ndarray:
+    """The images latent bucket scales are chosen on: the first training images, binarized (as
+    the test set is) for a binary data set."""
+    x = np.ascontiguousarray(train_x[:CALIBRATION_IMAGES])
+    return binarize_test(x) if binary else x

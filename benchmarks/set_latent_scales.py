@@ -1,7 +1,6 @@
-"""Set a bundled hierarchical model's latent bucket scales and re-record its hashes.
+"""Calibrate a bundled hierarchical model's latent bucket scales and re-record its hashes.
 
     python benchmarks/set_latent_scales.py NAME --calibrate [--data-dir ../shared/data]
-    python benchmarks/set_latent_scales.py NAME --scales 1.0,1.1013,1.0 --note "why"
     python benchmarks/set_latent_scales.py NAME            # only re-record the hashes
 
 The scales are part of the model's hash (bbans.checkpoints.model_hash), so archives made with
@@ -16,14 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bbans import checkpoints as ckpt  # noqa: E402
 from bbans.bitsback import calibrate_latent_scales  # noqa: E402
-from bbans.data import binarize_test, is_binary, load_dataset  # noqa: E402
-from bbans.train import CALIBRATION_IMAGES  # noqa: E402
+from bbans.data import is_binary, load_dataset  # noqa: E402
+from bbans.train import calibration_images  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -31,27 +28,18 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name")
-    how = ap.add_mutually_exclusive_group()
-    how.add_argument("--scales", help="comma-separated, one per layer, the top one 1.0")
-    how.add_argument("--calibrate", action="store_true")
-    ap.add_argument("--note", default=None, help="why (kept as latent_scales_note)")
+    ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
     path = MODELS / f"{a.name}.json"
     rec = json.loads(path.read_text())
     arch = rec["architecture"]
-    if a.scales:
-        arch["latent_scales"] = [float(v) for v in a.scales.split(",")]
-    elif a.calibrate:
+    if a.calibrate:
         model, _ = ckpt.load_model(a.name, "refit")
         split = "train-only" if rec["dataset"] == "cifar10" else "train"
-        images = np.ascontiguousarray(load_dataset(rec["dataset"], split, a.data_dir)[:CALIBRATION_IMAGES])
-        arch["latent_scales"] = calibrate_latent_scales(model, binarize_test(images) if is_binary(rec["dataset"]) else images)
-    if a.scales or a.calibrate:
-        if a.note:
-            rec["latent_scales_note"] = a.note
-        else:
-            rec.pop("latent_scales_note", None)
+        train = load_dataset(rec["dataset"], split, a.data_dir)
+        arch["latent_scales"] = calibrate_latent_scales(model, calibration_images(train, is_binary(rec["dataset"])))
+        rec.pop("latent_scales_note", None)  # a hand-set scale's reason no longer applies
     blobs = {k: (MODELS / f).read_bytes() for k, f in rec["files"].items()}
     for enc in ("baseline", "refit"):
         rec["encoders"][enc]["hash"] = ckpt.model_hash(blobs["decoder"], blobs[enc], arch)

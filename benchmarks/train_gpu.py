@@ -28,7 +28,7 @@ from bbans import bitsback  # noqa: E402
 from bbans.checkpoints import load_files, save_model  # noqa: E402
 from bbans.bitsback import calibrate_latent_scales  # noqa: E402
 from bbans.models import default_architecture  # noqa: E402
-from bbans.train import CALIBRATION_IMAGES, TrainConfig, evaluate, run  # noqa: E402
+from bbans.train import TrainConfig, calibration_images, evaluate, run  # noqa: E402
 
 
 def gpu_check(prefix: Path, test: np.ndarray, n: int, device: str) -> list[dict]:
@@ -62,10 +62,10 @@ def best_checkpoint(run_dir: Path, train_x: np.ndarray, test_x: np.ndarray, devi
         return meta
     model, best_meta = load_files(run_dir / "best", "encoder", device=device)
     model.eval()
-    calibrate_latent_scales(model, train_x[:CALIBRATION_IMAGES])
     meta.update(chosen_epoch=best["epoch"], test_bits_per_dim=evaluate(model, test_x),
                 train_bits_per_dim=evaluate(model, train_x[:5000]),
                 note=f"weights of epoch {best['epoch']} (best validation -ELBO) of {meta['epochs']} trained")
+    calibrate_latent_scales(model, calibration_images(train_x, binary=False))  # on the CPU, so after the -ELBOs
     model.cpu()
     print(f"chose epoch {best['epoch']}: valid {best['sel_bpd']:.4f}, test {meta['test_bits_per_dim']:.4f}", flush=True)
     return save_model(model, run_dir / "model", meta)

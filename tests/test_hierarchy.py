@@ -180,7 +180,7 @@ def test_k_step_posterior_is_deterministic_and_moves_every_layer():
         below = amort[0]
 
 
-def test_calibration_keeps_the_top_at_one_and_tries_multiples_of_each_layers_rms():
+def test_calibration_keeps_the_top_at_one_and_sets_the_models_scales():
     m = tiny()
     scales = bitsback.calibrate_latent_scales(m, images("logistic_mix", 20))
     assert scales[-1] == 1.0 and all(s > 0 for s in scales)
