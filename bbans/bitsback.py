@@ -45,6 +45,7 @@ from bbans.ans import Message
 from bbans.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
                                  std_normal_bucket_edges)
 from bbans.errors import BBANSError, MismatchError
+from bbans.hierarchy import split_groups
 from bbans.inference import posterior
 
 LN2 = math.log(2.0)
@@ -234,6 +235,34 @@ class _Session:
         return codecs.uniform(n_symbols, self.config.prior_prec)
 
     def observation_codec(self, params: dict, mask: torch.Tensor | None) -> codecs.Codec:
+        """p(x | z1) as a codec; with pixel groups, one group after another (see bbans.hierarchy)."""
+        groups = int(getattr(self.model, "pixel_groups", 1))
+        if groups == 1:
+            return self._pixel_codec(params, mask)
+        masks = [None] * groups if mask is None else split_groups(mask)
+
+        def group_codec(x: torch.Tensor, g: int) -> codecs.Codec:
+            with torch.no_grad():
+                return self._pixel_codec(self.model.group_params(params, x, g), masks[g])
+
+        def push(msg: Message, x) -> None:
+            # Last group first: the decoder pops the first group, which needs no pixels, first.
+            parts = split_groups(x)
+            for g in range(groups - 1, -1, -1):
+                group_codec(x, g).push(msg, parts[g])
+
+        def pop(msg: Message) -> np.ndarray:
+            raw = params["raw"]
+            x = torch.zeros((raw.shape[0], self.model.image_shape[0]) + tuple(raw.shape[2:]), dtype=torch.uint8,
+                            device=self.device)
+            for g, part in enumerate(split_groups(x)):
+                values = np.asarray(group_codec(x, g).pop(msg), dtype=np.uint8).reshape(part.shape)
+                part.copy_(torch.as_tensor(values, device=self.device))
+            return x.cpu().numpy()
+
+        return codecs.Codec(push, pop)
+
+    def _pixel_codec(self, params: dict, mask) -> codecs.Codec:
         c, lik = self.config, self.model.likelihood
         if lik == "bernoulli":
             return codecs.bernoulli(torch.sigmoid(params["logits"].double()), c.obs_prec, mask=mask)

@@ -29,6 +29,8 @@ def _threads(n: int) -> None:
 @click.option("--width", type=int, default=None, help="hidden units (MLP, 500) or channels (ResNet, 64)")
 @click.option("--family", type=click.Choice(["paper", "hierarchical"]), default="paper", show_default=True,
               help="the paper's single-latent model, or the three-layer convolutional hierarchy")
+@click.option("--pixel-groups", type=click.Choice(["1", "4"]), default="1", show_default=True,
+              help="hierarchical family: 4 codes the 2x2 sub-images in turn, each given the ones before")
 @click.option("--eval-every", type=int, default=10, show_default=True, help="epochs between test evaluations")
 @click.option("--grad-clip", type=float, default=0.0, show_default=True,
               help="clip gradient norms at this multiple of the recent median (0: off)")
@@ -41,7 +43,7 @@ def _threads(n: int) -> None:
 @click.option("--max-epochs-this-call", type=int, default=None, help="stop after this many epochs (resume later)")
 @click.option("--time-limit", type=float, default=None,
               help="minutes: finish the run with the epochs done so far when another epoch would overrun")
-def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, grad_clip, out, data_dir, resume, device,
+def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, pixel_groups, eval_every, grad_clip, out, data_dir, resume, device,
               threads, max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
     from bbans.train import TrainConfig, run
@@ -50,7 +52,7 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, eval_every, 
     if lr is None:
         lr = 5e-4 if dataset == "cifar10" else 3e-4
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width,
-                      family=family, eval_every=eval_every, grad_clip=grad_clip)
+                      family=family, pixel_groups=int(pixel_groups), eval_every=eval_every, grad_clip=grad_clip)
     meta = run(cfg, out, data_dir=data_dir, resume=resume, max_epochs_this_call=max_epochs_this_call,
                deadline=_deadline(time_limit), device=device)
     if "test_bits_per_dim" in meta:

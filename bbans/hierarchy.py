@@ -12,6 +12,12 @@ weights code any image whose sides are multiples of 4. No layer mixes images of 
 Each layer's latents are coded on the equal-mass buckets of N(0, s_i^2), with s_i
 (`latent_scales`) chosen after training by what the buckets cost
 (`bbans.bitsback.calibrate_latent_scales`).
+
+Pixel groups (`pixel_groups` 4): p(x | z1) is split over the four 2x2 sub-images of x,
+p(x_a | z1) p(x_b | x_a, z1) p(x_c | x_a, x_b, z1) p(x_d | x_a, x_b, x_c, z1): a small head per
+later group corrects z1's prediction from the pixels already known around it. Pixels given z1
+alone are independent, which is what a VAE pays most for at edges; four groups cost four short
+network passes when decoding, not one per pixel.
 """
 
 from __future__ import annotations
@@ -25,6 +31,33 @@ from bbans.errors import BBANSError
 from bbans.models import LOG_SCALE_MIN, STD_FLOOR, VAE, _ResBlock
 
 HIER_LIKELIHOODS = ("bernoulli", "logistic_mix")
+PIXEL_GROUPS = (1, 4)
+# Sub-image offsets in coding order: after the first, the diagonal one sees known pixels at its
+# four corners, and the last two see known pixels on all four sides.
+GROUP_OFFSETS = ((0, 0), (1, 1), (0, 1), (1, 0))
+
+
+def split_groups(t: torch.Tensor) -> list[torch.Tensor]:
+    """The 2x2 sub-images of t's last two dimensions, in coding order."""
+    return [t[..., a::2, b::2] for a, b in GROUP_OFFSETS]
+
+
+def merge_groups(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Inverse of split_groups."""
+    first = parts[0]
+    out = first.new_zeros(first.shape[:-2] + (2 * first.shape[-2], 2 * first.shape[-1]))
+    for (a, b), part in zip(GROUP_OFFSETS, parts):
+        out[..., a::2, b::2] = part
+    return out
+
+
+def _group_head(cin: int, width: int, cout: int) -> nn.Sequential:
+    last = nn.Conv2d(width, cout, 1)
+    # Zero-initialised: a head added to a trained model starts as "no correction".
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.ELU(), nn.Conv2d(width, width, 3, padding=1),
+                         nn.ELU(), last)
 
 
 def _stack(cin: int, width: int, cout: int, blocks: int, resample: str) -> nn.Sequential:
@@ -44,7 +77,7 @@ def _gaussian(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class HierarchicalVAE(VAE):
     def __init__(self, likelihood: str = "logistic_mix", image_shape=(1, 28, 28), width: int = 32,
                  latent_channels: int = 8, layers: int = 2, blocks: int = 1, mixtures: int = 3,
-                 latent_scales=None):
+                 latent_scales=None, pixel_groups: int = 1):
         super().__init__()
         if likelihood not in HIER_LIKELIHOODS:
             raise BBANSError(f"hierarchical model likelihood must be one of {HIER_LIKELIHOODS}, not {likelihood!r}")
@@ -59,6 +92,9 @@ class HierarchicalVAE(VAE):
             raise BBANSError("latent_scales needs one positive scale per layer")
         self.latent_scales = scales
         self.latent_layers = self.layers
+        if pixel_groups not in PIXEL_GROUPS:
+            raise BBANSError(f"pixel_groups must be one of {PIXEL_GROUPS}, not {pixel_groups!r}")
+        self.pixel_groups = int(pixel_groups)
         c, w, zc = self.image_shape[0], self.width, self.latent_channels
         self.out_params = 1 if likelihood == "bernoulli" else 3 * self.mixtures
         # Layer i (0-based) of the inference chain maps layer i-1 (x for i = 0) to z_{i+1}.
@@ -68,6 +104,10 @@ class HierarchicalVAE(VAE):
             resample = "down" if i == 1 else "same"
             inf.append(_stack(zc, w, 2 * zc, blocks, resample))
             gen.append(_stack(zc, w, 2 * zc, blocks, "up" if i == 1 else "same"))
+        # Heads of pixel groups 2..G follow the chain's stacks in `decoder` (see group_params):
+        # they belong to p(x | z1), so the refit freezes them with the rest of the decoder.
+        p = self.out_params * c
+        gen += [_group_head(4 * p + g * c, w, p) for g in range(1, self.pixel_groups)]
         # `encoder` / `decoder` are what the refit freezes or trains, as for the other models.
         self.encoder = nn.ModuleList(inf)
         self.decoder = nn.ModuleList(gen)
@@ -102,8 +142,7 @@ class HierarchicalVAE(VAE):
         inp = self._encoder_input(x_uint8, noise_std, generator) * 2.0 - 1.0
         return _gaussian(self.encoder[0](inp))
 
-    def decode(self, z1: torch.Tensor) -> dict:
-        out = self.decoder[0](z1)
+    def _shaped(self, out: torch.Tensor) -> dict:
         n, _, h, w = out.shape
         c = self.image_shape[0]
         if self.likelihood == "bernoulli":
@@ -111,13 +150,37 @@ class HierarchicalVAE(VAE):
         out = out.reshape(n, 3, self.mixtures, c, h, w)
         return {"logit_w": out[:, 0], "mean": out[:, 1], "log_scale": out[:, 2].clamp(min=LOG_SCALE_MIN)}
 
-    def log_px(self, x_uint8, params) -> torch.Tensor:
+    def decode(self, z1: torch.Tensor) -> dict:
+        """p(x | z1)'s parameters; with pixel groups, z1's part of them (see group_params)."""
+        out = self.decoder[0](z1)
+        return self._shaped(out) if self.pixel_groups == 1 else {"raw": out}
+
+    def group_params(self, params: dict, x_uint8: torch.Tensor, g: int) -> dict:
+        """Parameters of pixel group g's sub-image given z1 (`params` from decode) and groups < g of x.
+
+        Only the earlier groups of x are read, so the decoder may pass an x whose later groups are
+        not known yet: both ends compute the same numbers from the same pixels.
+        """
+        raw = split_groups(params["raw"])
+        if g == 0:
+            return self._shaped(raw[0])
+        known = [self._encoder_input(part) * 2.0 - 1.0 for part in split_groups(x_uint8)[:g]]
+        head = self.decoder[self.layers + g - 1]
+        return self._shaped(raw[g] + head(torch.cat(raw + known, dim=1)))
+
+    def _log_px_flat(self, x_uint8, params) -> torch.Tensor:
         n = x_uint8.shape[0]
         if self.likelihood == "bernoulli":
             lp = D.bernoulli_logp(x_uint8, params["logits"])
         else:
             lp = D.discretized_logistic_mix_logp(x_uint8, params["logit_w"], params["mean"], params["log_scale"])
         return lp.reshape(n, -1).sum(1)
+
+    def log_px(self, x_uint8, params) -> torch.Tensor:
+        if self.pixel_groups == 1:
+            return self._log_px_flat(x_uint8, params)
+        return sum(self._log_px_flat(part, self.group_params(params, x_uint8, g))
+                   for g, part in enumerate(split_groups(x_uint8)))
 
     def upper_neg_elbo(self, i: int, z: torch.Tensor, eps: list[torch.Tensor]) -> torch.Tensor:
         """-log p(z_{i+1}) bounded through the layers above, per image, in nats.
@@ -161,6 +224,15 @@ class HierarchicalVAE(VAE):
 
     @torch.no_grad()
     def sample_x(self, params: dict, generator=None) -> torch.Tensor:
+        if self.pixel_groups > 1:
+            raw = params["raw"]
+            x = torch.zeros((raw.shape[0], self.image_shape[0]) + raw.shape[2:], dtype=torch.uint8, device=raw.device)
+            for g, (a, b) in enumerate(GROUP_OFFSETS):
+                x[..., a::2, b::2] = self._sample_flat(self.group_params(params, x, g), generator)
+            return x
+        return self._sample_flat(params, generator)
+
+    def _sample_flat(self, params: dict, generator=None) -> torch.Tensor:
         if self.likelihood == "bernoulli":
             return super().sample_x(params, generator)
         w = torch.softmax(params["logit_w"], dim=1)  # (N, M, C, H, W)
@@ -175,4 +247,5 @@ class HierarchicalVAE(VAE):
     def architecture(self) -> dict:
         return {"type": "hierarchical", "likelihood": self.likelihood, "image_shape": list(self.image_shape),
                 "width": self.width, "latent_channels": self.latent_channels, "layers": self.layers,
-                "blocks": self.blocks, "mixtures": self.mixtures, "latent_scales": list(self.latent_scales)}
+                "blocks": self.blocks, "mixtures": self.mixtures, "latent_scales": list(self.latent_scales),
+                **({"pixel_groups": self.pixel_groups} if self.pixel_groups > 1 else {})}

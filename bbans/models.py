@@ -253,8 +253,10 @@ def build_model(arch: dict) -> VAE:
 FAMILIES = ("paper", "hierarchical")
 
 
-def default_architecture(dataset: str, width: int | None = None, family: str = "paper") -> dict:
+def default_architecture(dataset: str, width: int | None = None, family: str = "paper", pixel_groups: int = 1) -> dict:
     """The paper's model for a data set, or (family "hierarchical") the three-layer conv model."""
+    if pixel_groups != 1 and family != "hierarchical":
+        raise BBANSError("pixel groups are a feature of the hierarchical family")
     if family == "hierarchical":
         if dataset not in ("binary-mnist", "mnist", "cifar10"):
             raise BBANSError(f"unknown data set {dataset!r}")
@@ -262,7 +264,7 @@ def default_architecture(dataset: str, width: int | None = None, family: str = "
         return {"type": "hierarchical", "likelihood": "bernoulli" if dataset == "binary-mnist" else "logistic_mix",
                 "image_shape": shape, "width": width or (64 if dataset == "cifar10" else 32),
                 "latent_channels": 8 if dataset == "cifar10" else 4, "layers": 3, "blocks": 1, "mixtures": 3,
-                "latent_scales": [1.0, 1.0, 1.0]}
+                "latent_scales": [1.0, 1.0, 1.0], **({"pixel_groups": pixel_groups} if pixel_groups != 1 else {})}
     if family != "paper":
         raise BBANSError(f"unknown model family {family!r} (choose from {', '.join(FAMILIES)})")
     if dataset == "binary-mnist":

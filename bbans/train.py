@@ -127,6 +127,8 @@ class TrainConfig:
     seed: int = 0
     width: int | None = None
     family: str = "paper"
+    # 4: p(x | z1) over the 2x2 sub-images in turn (hierarchical family; see bbans.hierarchy)
+    pixel_groups: int = 1
     eval_every: int = 10
     architecture: dict = field(default_factory=dict)
     # refit only
@@ -250,6 +252,12 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     out = Path(out)
     if (out / "state.json").exists() and not resume:
         raise BBANSError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and (out / "state.json").exists():
+        # Before anything is built: a model of another shape would not even load the saved weights.
+        saved = json.loads((out / "state.json").read_text())["config"]
+        for key in ("dataset", "mode", "alpha", "denoise_sigma", "aggregate", "batch_size", "seed", "pixel_groups"):
+            if saved.get(key, TrainConfig.pixel_groups if key == "pixel_groups" else None) != getattr(cfg, key):
+                raise BBANSError(f"--resume with a different {key} ({getattr(cfg, key)!r} vs saved {saved.get(key)!r})")
     torch.manual_seed(cfg.seed)
     binary = is_binary(cfg.dataset)
     train_x, sel_x, sel_name, test_x = data if data is not None else _splits(cfg, data_dir)
@@ -272,7 +280,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
         cfg.family = (base_meta.get("recipe") or {}).get("family", cfg.family)
     else:
         base_meta = None
-        cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width, cfg.family)
+        cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width, cfg.family, cfg.pixel_groups)
         model = build_model(cfg.architecture)
         params = list(model.parameters())
     dev = torch.device(device)
@@ -295,10 +303,6 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
         # in the history says which rate it ran at.
         for group in opt.param_groups:
             group["lr"] = cfg.lr
-        saved = rec["config"]
-        for key in ("dataset", "mode", "alpha", "denoise_sigma", "aggregate", "batch_size", "seed"):
-            if saved.get(key) != getattr(cfg, key):
-                raise BBANSError(f"--resume with a different {key} ({getattr(cfg, key)!r} vs saved {saved.get(key)!r})")
     dims = model.dims()
     n = len(train_x)
     steps = n // cfg.batch_size

@@ -3,7 +3,9 @@
 Run folders are not kept in the repository; a bundled model is. This writes `state.json` and
 `state.safetensors` for the bundle's decoder and baseline encoder at the bundle's epoch, with
 its recipe (dataset, batch size, seed, family), fresh Adam moments and an empty history (the
-original run's history did not survive). Continue with, e.g.:
+original run's history did not survive). `--pixel-groups 4` adds the pixel-group heads of
+bbans.hierarchy, zero-initialised, so training starts from the bundle's own likelihood (resume
+with the same `--pixel-groups`). Continue with, e.g.:
 
     python benchmarks/run_from_bundle.py binary-mnist-hier runs/hbinary-mnist-long
     bbans train --dataset binary-mnist --family hierarchical --epochs 100 --lr 5e-4 \
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bbans import checkpoints as ckpt
-from bbans.models import default_architecture
+from bbans.models import build_model, default_architecture
 from bbans.train import TrainConfig
 
 
@@ -29,18 +31,31 @@ def main() -> None:
     ap.add_argument("model", help="bundled model name")
     ap.add_argument("out", type=Path, help="run folder to create (must not hold a run)")
     ap.add_argument("--lr", type=float, default=1e-3, help="rate recorded in the state (the resume's --lr wins)")
+    ap.add_argument("--pixel-groups", type=int, default=1, choices=(1, 4))
     a = ap.parse_args()
     if (a.out / "state.json").exists():
         raise SystemExit(f"{a.out} already holds a run")
     model, meta = ckpt.load_model(a.model, encoder="baseline")
     recipe = meta["decoder"]["recipe"]
-    arch = default_architecture(recipe["dataset"], recipe.get("width"), recipe["family"])
+    groups = recipe.get("pixel_groups", 1)
+    arch = default_architecture(recipe["dataset"], recipe.get("width"), recipe["family"], groups)
     bundled = model.architecture()
     if {k: v for k, v in arch.items() if k != "latent_scales"} != {k: v for k, v in bundled.items() if k != "latent_scales"}:
         raise SystemExit(f"{a.model}'s architecture is not the default for its recipe; --resume could not rebuild it")
+    if a.pixel_groups != groups:
+        if groups != 1:
+            raise SystemExit(f"{a.model} already has {groups} pixel groups")
+        arch = default_architecture(recipe["dataset"], recipe.get("width"), recipe["family"], a.pixel_groups)
+        grouped = build_model({**arch, "latent_scales": bundled["latent_scales"]})
+        missing, unexpected = grouped.load_state_dict(model.state_dict(), strict=False)
+        heads = tuple(f"decoder.{grouped.layers + g}." for g in range(a.pixel_groups - 1))
+        if unexpected or not all(k.startswith(heads) for k in missing):
+            raise SystemExit(f"could not carry {a.model}'s weights over: missing {missing}, unexpected {unexpected}")
+        model = grouped
     epochs = int(meta["decoder"]["epochs"])
     cfg = TrainConfig(dataset=recipe["dataset"], epochs=epochs, lr=a.lr, batch_size=recipe["batch_size"],
                       seed=recipe["seed"], width=recipe.get("width"), family=recipe["family"], architecture=arch,
+                      pixel_groups=a.pixel_groups,
                       note=f"rebuilt from bundled {a.model} (epoch {epochs}, hash {meta['hash'][:12]}); fresh Adam moments")
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     a.out.mkdir(parents=True, exist_ok=True)

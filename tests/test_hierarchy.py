@@ -11,23 +11,29 @@ import torch
 from bbans import bitsback, codecs
 from bbans.ans import Message
 from bbans.bitsback import EngineConfig
+from bbans.errors import BBANSError
 from bbans.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
-from bbans.hierarchy import HierarchicalVAE
+from bbans.hierarchy import HierarchicalVAE, merge_groups, split_groups
 from bbans.inference import posterior
 from bbans.models import build_model, default_architecture
 
 SHAPE = (1, 8, 8)
 
 
-def tiny(likelihood="logistic_mix", layers=3, seed=0, scales=None):
+def tiny(likelihood="logistic_mix", layers=3, seed=0, scales=None, pixel_groups=1):
     torch.manual_seed(seed)
     m = HierarchicalVAE(likelihood, image_shape=SHAPE, width=8, latent_channels=2, layers=layers, mixtures=2,
-                        latent_scales=scales)
+                        latent_scales=scales, pixel_groups=pixel_groups)
     # Sharpen the random networks a little so the posteriors are narrower than the priors and
-    # the rates are not all at the top of the range.
+    # the rates are not all at the top of the range; give the pixel-group heads (zero at birth)
+    # weights of their own, so the groups really depend on each other.
     with torch.no_grad():
         for p in m.parameters():
             p.mul_(1.5)
+        for head in m.decoder[layers:]:
+            for p in head.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.5)
     return m.eval()
 
 
@@ -197,7 +203,80 @@ def test_bucketed_estimate_agrees_with_what_the_coder_spends():
 
 
 def test_wrong_image_size_is_refused_with_a_clear_error():
-    from bbans.errors import BBANSError
 
     with pytest.raises(BBANSError, match="divisible by 4"):
         tiny().latent_shapes((1, 30, 28))
+
+
+# ---- pixel groups ----------------------------------------------------------------------------
+
+def test_pixel_groups_split_and_merge_are_inverse():
+    t = torch.arange(2 * 3 * 8 * 6).reshape(2, 3, 8, 6)
+    parts = split_groups(t)
+    assert [tuple(p.shape) for p in parts] == [(2, 3, 4, 3)] * 4
+    assert torch.equal(merge_groups(parts), t)
+    assert sorted(int(p.sum()) for p in parts) != [int(parts[0].sum())] * 4  # four different pixel sets
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic_mix"])
+def test_a_pixel_group_reads_only_the_groups_before_it(likelihood):
+    m = tiny(likelihood, pixel_groups=4)
+    x = torch.as_tensor(images(likelihood, 3))
+    params = m.decode(m.sample_latents(3, SHAPE))
+    other = torch.as_tensor(images(likelihood, 3, seed=9))
+    for g in range(4):
+        # Later groups (and this one) replaced by other pixels: the group's parameters stay.
+        mixed = merge_groups(split_groups(x)[:g] + split_groups(other)[g:])
+        a, b = m.group_params(params, x, g), m.group_params(params, mixed, g)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # ...and they do read the earlier ones.
+    changed = m.group_params(params, other, 3)
+    assert not all(torch.equal(changed[k], m.group_params(params, x, 3)[k]) for k in changed)
+
+
+def test_new_pixel_group_heads_leave_the_likelihood_unchanged():
+    # What lets `run_from_bundle.py --pixel-groups 4` start from a trained model's own -ELBO.
+    plain = tiny("bernoulli")
+    grouped = HierarchicalVAE("bernoulli", image_shape=SHAPE, width=8, latent_channels=2, layers=3, mixtures=2,
+                              pixel_groups=4)
+    missing, unexpected = grouped.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("decoder.3.", "decoder.4.", "decoder.5.")) for k in missing)
+    x = torch.as_tensor(images("bernoulli", 4))
+    z = plain.sample_latents(4, SHAPE)
+    assert torch.allclose(grouped.log_px(x, grouped.decode(z)), plain.log_px(x, plain.decode(z)))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic_mix"])
+@pytest.mark.parametrize("K", [0, 2])
+def test_roundtrip_is_exact_with_pixel_groups(likelihood, K):
+    m = tiny(likelihood, pixel_groups=4, scales=[0.8, 0.8, 1.0])
+    x = images(likelihood, 9, seed=K)
+    mask = np.ones((9,) + SHAPE[1:], dtype=bool)
+    mask[::2, 5:, 3:] = False
+    for msk in (None, mask):
+        _, stats, back = roundtrip(m, x, msk, K=K, lr=1e-2)
+        assert np.array_equal(back, x if msk is None else x * msk[:, None])
+    assert m.architecture()["pixel_groups"] == 4 and build_model(m.architecture()).pixel_groups == 4
+
+
+def test_pixel_grouped_coded_size_matches_the_discretised_elbo():
+    m = tiny("bernoulli", pixel_groups=4)
+    x = images("bernoulli", 40)
+    payload, stats, back = roundtrip(m, x, batch_size=8)
+    assert np.array_equal(back, x)
+    extra = 8 * len(payload) - stats["discrete_neg_elbo_bits"]
+    assert -64 < extra < stats["initial_bits"] + 16 * 64 + 0.01 * stats["discrete_neg_elbo_bits"]
+
+
+def test_pixel_grouped_samples_have_the_image_shape():
+    m = tiny("logistic_mix", pixel_groups=4)
+    g = torch.Generator().manual_seed(0)
+    x = m.sample_x(m.decode(m.sample_latents(3, SHAPE, generator=g)), generator=g)
+    assert x.shape == (3,) + SHAPE and x.dtype == torch.uint8
+
+
+def test_pixel_groups_are_refused_outside_the_hierarchy():
+    with pytest.raises(BBANSError, match="hierarchical"):
+        default_architecture("mnist", family="paper", pixel_groups=4)
+    with pytest.raises(BBANSError, match="pixel_groups"):
+        HierarchicalVAE("bernoulli", image_shape=SHAPE, pixel_groups=3)

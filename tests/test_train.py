@@ -7,7 +7,7 @@ import torch
 
 from bbans import train as T
 from bbans.errors import BBANSError
-from bbans.models import MLPVAE
+from bbans.models import MLPVAE, default_architecture
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 TINY = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 32, "latent": 4, "layers": 2}
@@ -83,6 +83,16 @@ def test_resume_takes_the_new_learning_rate_and_records_it(tmp_path):
     assert [e["lr"] for e in meta["history"]] == [1e-3, 2e-4]
     state = json.loads((tmp_path / "base" / "state.json").read_text())
     assert all(g["lr"] == 2e-4 for g in state["param_groups"])
+
+
+def test_resume_refuses_another_pixel_grouping(tmp_path):
+    arch = {**default_architecture("binary-mnist", width=4, family="hierarchical", pixel_groups=4), "latent_channels": 1}
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(arch),
+                        family="hierarchical", pixel_groups=4, eval_every=1)
+    T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    other = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, family="hierarchical", eval_every=1)
+    with pytest.raises(BBANSError, match="pixel_groups"):
+        T.run(other, tmp_path / "base", data=_fixture(), progress=False, resume=True)
 
 
 @pytest.fixture(scope="module")
