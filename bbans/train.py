@@ -261,7 +261,6 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     torch.manual_seed(cfg.seed)
     binary = is_binary(cfg.dataset)
     train_x, sel_x, sel_name, test_x = data if data is not None else _splits(cfg, data_dir)
-    out.mkdir(parents=True, exist_ok=True)  # only once the data is there: no empty run folders
 
     if cfg.mode == "refit":
         if not cfg.base:
@@ -283,6 +282,7 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
         cfg.architecture = cfg.architecture or default_architecture(cfg.dataset, cfg.width, cfg.family, cfg.pixel_groups)
         model = build_model(cfg.architecture)
         params = list(model.parameters())
+    out.mkdir(parents=True, exist_ok=True)  # only once data and model are there: no empty run folders
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -95,6 +95,13 @@ def test_resume_refuses_another_pixel_grouping(tmp_path):
         T.run(other, tmp_path / "base", data=_fixture(), progress=False, resume=True)
 
 
+def test_pixel_groups_outside_the_hierarchy_fail_before_a_run_folder_is_made(tmp_path):
+    cfg = T.TrainConfig(dataset="binary-mnist", epochs=1, batch_size=10, family="paper", pixel_groups=4)
+    with pytest.raises(BBANSError, match="hierarchical"):
+        T.run(cfg, tmp_path / "run", data=_fixture(), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("shared")
