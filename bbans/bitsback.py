@@ -241,24 +241,21 @@ class _Session:
             return self._pixel_codec(params, mask)
         masks = [None] * groups if mask is None else split_groups(mask)
 
-        def group_codec(x: torch.Tensor, g: int) -> codecs.Codec:
-            with torch.no_grad():
-                return self._pixel_codec(self.model.group_params(params, x, g), masks[g])
-
         def push(msg: Message, x) -> None:
             # Last group first: the decoder pops the first group, which needs no pixels, first.
             parts = split_groups(x)
             for g in range(groups - 1, -1, -1):
-                group_codec(x, g).push(msg, parts[g])
+                with torch.no_grad():
+                    group = self.model.group_params(params, x, g)
+                self._pixel_codec(group, masks[g]).push(msg, parts[g])
 
         def pop(msg: Message) -> np.ndarray:
-            raw = params["raw"]
-            x = torch.zeros((raw.shape[0], self.model.image_shape[0]) + tuple(raw.shape[2:]), dtype=torch.uint8,
-                            device=self.device)
-            for g, part in enumerate(split_groups(x)):
-                values = np.asarray(group_codec(x, g).pop(msg), dtype=np.uint8).reshape(part.shape)
-                part.copy_(torch.as_tensor(values, device=self.device))
-            return x.cpu().numpy()
+            def draw(group: dict, g: int) -> torch.Tensor:
+                values = np.asarray(self._pixel_codec(group, masks[g]).pop(msg), dtype=np.uint8)
+                return torch.as_tensor(values, device=self.device)
+
+            with torch.no_grad():
+                return self.model.fill_groups(params, draw).cpu().numpy()
 
         return codecs.Codec(push, pop)
 

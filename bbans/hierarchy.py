@@ -222,14 +222,20 @@ class HierarchicalVAE(VAE):
     def sample_prior(self, n: int, image_shape=None, generator=None, device="cpu") -> torch.Tensor:
         return self.sample_latents(n, image_shape, generator, device)
 
+    def fill_groups(self, params: dict, draw) -> torch.Tensor:
+        """uint8 pixels made group by group: `draw(group_params, g)` gives group g's sub-image (any
+        shape of as many pixels), knowing the groups before it. What sampling and the decoding end
+        of the codec share."""
+        raw = params["raw"]
+        x = torch.zeros((raw.shape[0], self.image_shape[0]) + raw.shape[2:], dtype=torch.uint8, device=raw.device)
+        for g, part in enumerate(split_groups(x)):
+            part.copy_(draw(self.group_params(params, x, g), g).reshape(part.shape))
+        return x
+
     @torch.no_grad()
     def sample_x(self, params: dict, generator=None) -> torch.Tensor:
         if self.pixel_groups > 1:
-            raw = params["raw"]
-            x = torch.zeros((raw.shape[0], self.image_shape[0]) + raw.shape[2:], dtype=torch.uint8, device=raw.device)
-            for g, (a, b) in enumerate(GROUP_OFFSETS):
-                x[..., a::2, b::2] = self._sample_flat(self.group_params(params, x, g), generator)
-            return x
+            return self.fill_groups(params, lambda p, g: self._sample_flat(p, generator))
         return self._sample_flat(params, generator)
 
     def _sample_flat(self, params: dict, generator=None) -> torch.Tensor:

@@ -255,8 +255,9 @@ def run(cfg: TrainConfig, out: str | Path, data_dir=None, resume: bool = False, 
     if resume and (out / "state.json").exists():
         # Before anything is built: a model of another shape would not even load the saved weights.
         saved = json.loads((out / "state.json").read_text())["config"]
+        default = TrainConfig(dataset=cfg.dataset)  # what a run saved before a field existed had
         for key in ("dataset", "mode", "alpha", "denoise_sigma", "aggregate", "batch_size", "seed", "pixel_groups"):
-            if saved.get(key, TrainConfig.pixel_groups if key == "pixel_groups" else None) != getattr(cfg, key):
+            if saved.get(key, getattr(default, key)) != getattr(cfg, key):
                 raise BBANSError(f"--resume with a different {key} ({getattr(cfg, key)!r} vs saved {saved.get(key)!r})")
     torch.manual_seed(cfg.seed)
     binary = is_binary(cfg.dataset)
