@@ -162,9 +162,10 @@ def _check_contains(cf: np.ndarray, s: np.ndarray, f: np.ndarray, prec: int) -> 
 class Message:
     """L rANS lanes over one shared tail of 32-bit words (see the module docstring)."""
 
-    __slots__ = ("lanes", "seed", "check", "phantom_words", "_head", "_tail", "_top", "_key")
+    __slots__ = ("lanes", "seed", "check", "phantom_words", "give_back", "phantom_limit", "_head", "_tail", "_top",
+                 "_key")
 
-    def __init__(self, lanes: int, seed: int = 0, check: bool = False):
+    def __init__(self, lanes: int, seed: int = 0, check: bool = False, give_back: bool = True):
         if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or not 1 <= lanes < 1 << 32:
             raise ANSError(f"lanes must be an int in 1..2**32-1, got {lanes!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _M64:
@@ -173,6 +174,10 @@ class Message:
         self.seed = int(seed)
         self.check = bool(check)
         self.phantom_words = 0
+        # An encoder that never gives phantom words back reads them monotonically, so its final
+        # count bounds every count a faithful decoder passes through (see `from_bytes`'s strict).
+        self.give_back = bool(give_back)
+        self.phantom_limit: int | None = None
         self._key = _splitmix_key(self.seed)
         self._head = _initial_heads(self.seed, self.lanes)
         self._tail = np.empty(1024, dtype=np.uint32)
@@ -197,6 +202,7 @@ class Message:
     def copy(self) -> "Message":
         new = Message.__new__(Message)
         new.lanes, new.seed, new.check = self.lanes, self.seed, self.check
+        new.give_back, new.phantom_limit = self.give_back, self.phantom_limit
         new.phantom_words, new._key, new._top = self.phantom_words, self._key, self._top
         new._head = self._head.copy()
         new._tail = self._tail[: max(self._top, 1024)].copy()
@@ -237,7 +243,14 @@ class Message:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, seed: int = 0, check: bool = False) -> "Message":
+    def from_bytes(cls, data: bytes, seed: int = 0, check: bool = False, strict: bool = False) -> "Message":
+        """The message `to_bytes` wrote.
+
+        strict: for decoding what an encoder with ``give_back=False`` wrote. Such an encoder's
+        phantom count only grows, so a faithful decoder never holds more phantom words than the
+        message declares; a pop that would read past that raises ANSError at once instead of
+        decoding garbage from seeded words until the final state check.
+        """
         try:
             data = memoryview(data).cast("B")
         except TypeError as e:
@@ -266,6 +279,8 @@ class Message:
             msg._tail = np.empty(1024, dtype=np.uint32)
         msg._top = top
         msg.phantom_words = phantom
+        if strict:
+            msg.phantom_limit = phantom
         return msg
 
     # ------------------------------------------------------------ tail words
@@ -291,6 +306,8 @@ class Message:
     def _read_underflow(self, k: int) -> np.ndarray:
         """Read k words when the tail holds fewer: the missing ones are phantom words."""
         m = k - self._top
+        if self.phantom_limit is not None and self.phantom_words + m > self.phantom_limit:
+            raise ANSError("the message ran out before decoding finished: read past its first word")
         words = np.empty(k, dtype=np.uint32)
         words[:m] = _phantom(self._key, self.phantom_words, m)[::-1]
         words[m:] = self._tail[: self._top]
@@ -392,7 +409,7 @@ class Message:
             ge(h, xmax[lo:hi], out=m)
             w = h.compress(m) if many else h[m]
             if w.size:
-                if top == 0 and self.phantom_words:
+                if top == 0 and self.phantom_words and self.give_back:
                     self._write_bottom(w)
                     top = self._top
                 else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import inspect
 import io
 import json
 import lzma
@@ -30,36 +29,27 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from bbans import __version__, images
-from bbans.errors import ArchiveError, BBANSError, MismatchError
+from bbans import __version__, images, rebuild, schema
+from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
 
 MAGIC = b"BBANS\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # magic, format version, header length (compressed), header length (JSON), payload length
 _PREAMBLE = struct.Struct("<6sHIIQ")
 PREAMBLE_SIZE = _PREAMBLE.size  # 24
 TRAILER_SIZE = 32  # sha256 of everything before it
 OVERHEAD_FIXED = PREAMBLE_SIZE + TRAILER_SIZE
-
-# LZMA2 never expands data by more than ~7000x (measured 6841x on 100 MB of zeros), so a stored
-# entry declaring more than this is a bomb or a lie, refused before decoding.
-LZMA_MAX_RATIO = 8192
-LZMA_MAX_DICT = 64 << 20
-MAX_HEADER_JSON = 1 << 30
 HEADER_DICT = 1 << 20
 # Per-entry checksums are the first 8 bytes of a sha256: they catch decoding that went wrong
 # (the trailing full sha256 already catches corruption), and a full digest would cost more
 # than the model spends on a small image.
-CHECKSUM_HEX = 16
-# A model group may not declare more coded values than its payload could plausibly carry:
-# at least 1/4096 bit per value (real models spend far more), plus a fixed allowance.
-GROUP_DIMS_FIXED = 1 << 24
-GROUP_DIMS_PER_BIT = 4096
-
+CHECKSUM_HEX = schema.CHECKSUM_HEX
+LZMA_MAX_RATIO = schema.LZMA_MAX_RATIO
+LZMA_MAX_DICT = schema.LZMA_MAX_DICT
+STAGING_PREFIX = schema.STAGING_PREFIX
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_ENGINE_BOUNDS = {"K": (0, 100000), "lanes": (1, 1 << 16), "batch_size": (1, 1 << 20), "threads": (1, 1024),
-                  "prior_prec": (1, 24), "q_prec": (1, 32), "obs_prec": (1, 32), "seed": (0, (1 << 63) - 1)}
-STAGING_PREFIX = ".bbans-partial-"
+check_name = schema.check_name
+work_problem = schema.work_problem
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Warn = Callable[[str], None]
@@ -95,18 +85,28 @@ def _dict_size_for(n: int) -> int:
     return size
 
 
-def pack(header: dict, blobs: list[bytes]) -> bytes:
+def pack(header: dict, blobs: list[bytes], version: int = FORMAT_VERSION) -> bytes:
     """Archive bytes: preamble, LZMA2-compressed JSON header, the blobs back to back, sha256."""
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     head = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
     payload_len = sum(len(b) for b in blobs)
     h = hashlib.sha256()
     out = io.BytesIO()
-    for part in (_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(head), len(raw), payload_len), head, *blobs):
+    for part in (_PREAMBLE.pack(MAGIC, version, len(head), len(raw), payload_len), head, *blobs):
         h.update(part)
         out.write(part)
     out.write(h.digest())
     return out.getvalue()
+
+
+def unpack(data: bytes) -> tuple[int, dict, bytes]:
+    """(format version, header, payload area) of archive bytes, unchecked: the inverse of `pack`
+    for tools and tests that take archives apart. `Reader` is the checked way in."""
+    _, version, head_len, raw_len, payload_len = _PREAMBLE.unpack(data[:PREAMBLE_SIZE])
+    head = data[PREAMBLE_SIZE:PREAMBLE_SIZE + head_len]
+    raw = lzma.decompress(head, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT, None))
+    start = PREAMBLE_SIZE + head_len
+    return version, json.loads(raw), data[start:start + payload_len]
 
 
 class _Blobs:
@@ -173,9 +173,9 @@ class Reader:
         if version > FORMAT_VERSION:
             raise ArchiveError(
                 f"{self.name}: made by a newer bbans (format {version}); this bbans "
-                f"{__version__} reads format {FORMAT_VERSION}"
+                f"{__version__} reads formats {', '.join(map(str, schema.FORMATS_READ))}"
             )
-        if version != FORMAT_VERSION:
+        if version not in schema.FORMATS_READ:
             raise ArchiveError(f"{self.name}: unknown archive format {version}")
         if len(pre) < PREAMBLE_SIZE:
             raise ArchiveError(f"{self.name}: truncated ({size} bytes, shorter than the preamble)")
@@ -196,7 +196,7 @@ class Reader:
             left -= len(chunk)
         if f.read(TRAILER_SIZE) != h.digest():
             raise ArchiveError(f"{self.name}: checksum mismatch (the archive is corrupt)")
-        if raw_len > min(MAX_HEADER_JSON, LZMA_MAX_RATIO * head_len + 4096):
+        if raw_len > min(schema.MAX_HEADER_JSON, LZMA_MAX_RATIO * head_len + 4096):
             raise ArchiveError(f"{self.name}: header declares {raw_len} bytes from {head_len} compressed")
         f.seek(PREAMBLE_SIZE)
         try:
@@ -210,9 +210,10 @@ class Reader:
         self.header_len, self.payload_len = head_len, payload_len
         self.payload_start = PREAMBLE_SIZE + head_len
         try:
-            _validate_header(header, payload_len)
+            schema.validate_header(header, payload_len, version)
         except ArchiveError as exc:
             raise ArchiveError(f"{self.name}: {exc}") from None
+        self.version = version
         self.header = header
         self.entries: list[dict] = header["entries"]
         self.groups: list[dict] = header["groups"]
@@ -227,151 +228,6 @@ class Reader:
     @property
     def overhead(self) -> int:
         return OVERHEAD_FIXED + self.header_len
-
-
-# ---- header validation -----------------------------------------------------------------------
-
-
-def _need(cond: bool, what: str) -> None:
-    if not cond:
-        raise ArchiveError(f"invalid header: {what}")
-
-
-def _is_int(v, lo: int = 0, hi: int = 1 << 62) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
-def check_name(path) -> None:
-    """Reject names that could land outside the output folder or differ across systems."""
-    _need(isinstance(path, str) and path != "", "an entry name is empty or not a string")
-    shown = repr(path)
-    if "\x00" in path:
-        raise ArchiveError(f"entry name {shown} contains a NUL byte")
-    if "\\" in path:
-        raise ArchiveError(f"entry name {shown} contains a backslash")
-    if path.startswith("/"):
-        raise ArchiveError(f"entry name {shown} is an absolute path")
-    if _DRIVE.match(path):
-        raise ArchiveError(f"entry name {shown} starts with a drive letter")
-    for part in path.split("/"):
-        if part == "..":
-            raise ArchiveError(f"entry name {shown} climbs out of the output folder ('..')")
-        if part in ("", "."):
-            raise ArchiveError(f"entry name {shown} has an empty or '.' component")
-    if path.split("/")[0].startswith(STAGING_PREFIX):
-        raise ArchiveError(f"entry name {shown} is reserved for bbans' staging folder")
-
-
-def _validate_ref(ref, payload_len: int, end: int, what: str) -> int:
-    _need(isinstance(ref, dict), f"{what}: payload reference missing")
-    _need(_is_int(ref.get("offset")) and _is_int(ref.get("length")), f"{what}: bad payload reference")
-    # Blobs tile the payload area in header order; anything else is not an archive bbans wrote.
-    _need(ref["offset"] == end, f"{what}: payload out of order")
-    _need(ref["offset"] + ref["length"] <= payload_len, f"{what}: payload runs past the end of the file")
-    return end + ref["length"]
-
-
-def _validate_header(h, payload_len: int) -> None:
-    _need(isinstance(h, dict), "not an object")
-    _need(h.get("format") == FORMAT_VERSION, "format field disagrees with the preamble")
-    groups, entries = h.get("groups"), h.get("entries")
-    _need(isinstance(groups, list) and isinstance(entries, list), "groups/entries missing")
-    end = 0
-    for gi, g in enumerate(groups):
-        what = f"group {gi}"
-        _need(isinstance(g, dict), what)
-        _need(g.get("model") in images.TILES, f"{what}: unknown model {g.get('model')!r}")
-        _need(isinstance(g.get("model_hash"), str), f"{what}: model hash missing")
-        _need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
-        _need(isinstance(g.get("engine"), dict), f"{what}: engine settings missing")
-        for key, value in g["engine"].items():
-            if key == "batches":
-                # The batch sizes the compressor chose, as [size, repeat] pairs covering every tile.
-                ok = isinstance(value, list) and len(value) <= 1 << 20 and all(
-                    isinstance(p, list) and len(p) == 2 and _is_int(p[0], 1) and _is_int(p[1], 1) for p in value)
-                _need(ok and sum(a * b for a, b in value) == g.get("tiles"), f"{what}: engine setting 'batches'")
-                continue
-            _need(isinstance(value, (int, float, str, bool)) or value is None, f"{what}: engine setting {key!r}")
-            lo, hi = _ENGINE_BOUNDS.get(key, (None, None))
-            if lo is not None:
-                # Lanes, steps and threads size allocations and loops: bounded like a length.
-                _need(_is_int(value, lo, hi), f"{what}: engine setting {key}={value!r} out of range")
-        _need(_is_int(g.get("tiles"), 1), f"{what}: bad tile count")
-        _need(isinstance(g.get("masked"), bool), f"{what}: mask flag missing")
-        end = _validate_ref(g.get("payload"), payload_len, end, what)
-        c, th, tw = images.TILES[g["model"]]
-        dims = g["tiles"] * c * th * tw
-        if dims > GROUP_DIMS_FIXED + GROUP_DIMS_PER_BIT * 8 * g["payload"]["length"]:
-            raise ArchiveError(
-                f"{what} declares {g['tiles']} tiles, far more than its {g['payload']['length']}-byte "
-                "payload can hold"
-            )
-    seen: dict[str, str] = {}
-    next_tile = [0] * len(groups)
-    for i, e in enumerate(entries):
-        _need(isinstance(e, dict), f"entry {i}")
-        path = e.get("path")
-        check_name(path)
-        kind = e.get("kind")
-        what = f"entry {path!r}"
-        if path in seen:
-            raise ArchiveError(f"duplicate entry name {path!r}")
-        seen[path] = kind
-        if kind == "dir":
-            pass
-        elif kind == "symlink":
-            _need(isinstance(e.get("target"), str) and e["target"] and "\x00" not in e["target"],
-                  f"{what}: bad symlink target")
-        elif kind == "stored":
-            _need(_is_int(e.get("size")), f"{what}: bad size")
-            _need(isinstance(e.get("sha256"), str), f"{what}: checksum missing")
-            data = e.get("data")
-            end = _validate_ref(data, payload_len, end, what)
-            codec = data.get("codec")
-            if codec == "raw":
-                _need(e["size"] == data["length"], f"{what}: raw size disagrees with its payload")
-            elif codec == "lzma2":
-                _need(_is_int(data.get("dict_size"), 4096, LZMA_MAX_DICT), f"{what}: bad LZMA2 dictionary size")
-                if e["size"] > LZMA_MAX_RATIO * data["length"] + 4096:
-                    raise ArchiveError(f"{what} declares {e['size']} bytes from {data['length']} compressed")
-            else:
-                raise ArchiveError(f"{what}: unknown codec {codec!r}")
-        elif kind == "model":
-            gi = e.get("group")
-            _need(_is_int(gi, 0, len(groups) - 1) if groups else False, f"{what}: bad group")
-            img = e.get("image")
-            _need(isinstance(img, dict), f"{what}: image description missing")
-            _need(img.get("format") in images.LOSSLESS_FORMATS, f"{what}: bad image format")
-            _need(img.get("mode") in ("1", "L", "RGB"), f"{what}: bad image mode")
-            _need(_is_int(img.get("width"), 1) and _is_int(img.get("height"), 1), f"{what}: bad size")
-            _need(img["width"] * img["height"] <= images.MAX_PIXELS, f"{what}: image too large")
-            _need(isinstance(img.get("meta", {}), dict), f"{what}: bad metadata")
-            _need(isinstance(e.get("sha256"), str), f"{what}: checksum missing")
-            model = groups[gi]["model"]
-            c, th, tw = images.TILES[model]
-            _need(model in images.routes_for(img["mode"], True), f"{what}: model {model} cannot code mode {img['mode']}")
-            tiles = e.get("tiles")
-            _need(isinstance(tiles, list) and len(tiles) == 2 and all(_is_int(t) for t in tiles), f"{what}: bad tiles")
-            _need(tiles[0] == next_tile[gi], f"{what}: tiles out of order")
-            _need(tiles[1] == images.tile_count(img["width"], img["height"], (th, tw)), f"{what}: tile count disagrees with size")
-            next_tile[gi] += tiles[1]
-            _need(next_tile[gi] <= groups[gi]["tiles"], f"{what}: more tiles than its group holds")
-        else:
-            raise ArchiveError(f"{what}: unknown kind {kind!r}")
-        for key in ("perm", "mtime_ns"):
-            if key in e:
-                _need(_is_int(e[key], -(1 << 62)), f"{what}: bad {key}")
-    for gi, g in enumerate(groups):
-        _need(next_tile[gi] == g["tiles"], f"group {gi}: entries cover {next_tile[gi]} of {g['tiles']} tiles")
-    _need(end == payload_len, "payload area holds bytes no entry uses")
-    # A file may not be the parent of another entry, and nothing may live under a symlink:
-    # writing there would follow the link.
-    for path in seen:
-        parts = path.split("/")
-        for k in range(1, len(parts)):
-            parent = "/".join(parts[:k])
-            if parent in seen and seen[parent] != "dir":
-                raise ArchiveError(f"entry {path!r} lies under {parent!r}, which is a {seen[parent]}, not a folder")
 
 
 # ---- stored entries --------------------------------------------------------------------------
@@ -586,6 +442,7 @@ class Options:
     batch_size: int = 256
     lanes: int | None = None  # None: auto_lanes
     seed: int = 0
+    keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
 
 
 def auto_lanes(coded_dims: int) -> int:
@@ -626,10 +483,12 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
     entries: list[dict] = []
     datas: dict[str, bytes] = {}
     probes: dict[str, images.Probe] = {}
+    full_hashes: dict[str, str] = {}
     for n, item in enumerate(files):
         progress("reading", n, len(files))
         datas[item.path] = _read_regular(item.source)
-        probes[item.path] = images.probe(datas[item.path])
+        full_hashes[item.path] = hashlib.sha256(datas[item.path]).hexdigest()
+        probes[item.path] = images.probe(datas[item.path], opts.keep)
     progress("reading", len(files), len(files))
 
     device = opts.device
@@ -685,7 +544,7 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
         from bbans import bitsback
 
         versions = _versions()
-        for gi, name in enumerate(group_order):
+        for name in group_order:
             c, th, tw = images.TILES[name]
             members = [p for p in sorted(chosen) if chosen[p] == name]
             tiles_l, masks_l, counts = [], [], []
@@ -707,12 +566,21 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
                 model, tiles, mask if masked else None, config,
                 progress=lambda done, total, s=stage: progress(s, done, total),
             )
-            per_tile = np.asarray(stats.get("image_bits", stats.get("image_neg_elbo_bits", np.zeros(len(tiles)))),
-                                  dtype=float)
+            coded_dims = int(mask.sum()) * c
+            problem = work_problem(coded_dims, opts.K, len(payload))
+            if problem:
+                # The reader refuses such a group (it could be a decompression bomb), so the
+                # writer never makes one: these images are nearly blank and LZMA2 stores them well.
+                for path in members:
+                    probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
+                    probes[path].routes = ()
+                continue
+            gi = len(groups)
+            per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
             start = 0
             for path, count in zip(members, counts):
                 tile_plan[path] = (gi, start, count)
-                est_bits[path] = float(per_tile[start:start + count].sum()) if len(per_tile) == len(tiles) else 0.0
+                est_bits[path] = float(per_tile[start:start + count].sum())
                 start += count
             groups.append({
                 "model": name,
@@ -721,12 +589,27 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
                 "engine": stats["config"].to_dict(),
                 "tiles": int(len(tiles)),
                 "masked": masked,
-                "coded_dims": int(mask.sum()) * c,
+                "coded_dims": coded_dims,
                 "payload": blobs.add(payload),
                 "versions": versions,
-                "fingerprint": bitsback.fingerprint(config) if hasattr(bitsback, "fingerprint") else {},
-                "neg_elbo_bits": float(stats.get("neg_elbo_bits", 0.0)),
+                "fingerprint": bitsback.fingerprint(config),
+                "neg_elbo_bits": float(stats["neg_elbo_bits"]),
             })
+
+    # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them.
+    frames: list[bytes] = []
+    frame_at = 0
+    frame_ref: dict[str, list[int]] = {}
+    for path in sorted(tile_plan):
+        pr = probes[path]
+        if pr.recipe is not None:
+            frame_ref[path] = [frame_at, len(pr.frame)]
+            frames.append(pr.frame)
+            frame_at += len(pr.frame)
+    frames_entry = None
+    if frames:
+        blob, spec = store(b"".join(frames))
+        frames_entry = {**blobs.add(blob), **spec, "size": frame_at}
 
     stored_n = 0
     n_stored_total = sum(1 for i in files if i.path not in tile_plan)
@@ -749,9 +632,13 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
             e["kind"] = "model"
             e["group"] = gi
             e["tiles"] = [start, count]
-            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1],
-                          "meta": pr.meta}
-            e["sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
+            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+            e["sha256"] = checksum(data)
+            e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
+            if pr.recipe is not None:
+                e["rebuild"] = {**pr.recipe, "frame": frame_ref[item.path]}
+            else:
+                e["image"]["meta"] = pr.meta
             e["est_bits"] = int(round(est_bits[item.path]))
         else:
             progress("storing", stored_n, n_stored_total)
@@ -774,10 +661,13 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
         "groups": groups,
         "entries": entries,
     }
+    if frames_entry is not None:
+        header["frames"] = frames_entry
     archive = pack(header, blobs.parts)
     report = describe_header(header, len(archive), len(archive) - blobs.end)
     report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
     report["notes"] = notes
+    report["sha256"] = full_hashes
     return archive, report
 
 
@@ -894,13 +784,12 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
                 for e in r.entries if e["kind"] == "model" and e["group"] == gi
             ])
         stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
-        kw = {"mask": mask, "config": config, "progress": lambda done, total, s=stage: progress(s, done, total)}
-        # DESIGN.md's signature has no image_shape; the engine's has. Accept both.
-        if "image_shape" in inspect.signature(bitsback.decompress).parameters:
-            kw["image_shape"] = (c, th, tw)
         try:
-            tiles = bitsback.decompress(model, r.blob(g["payload"]), g["tiles"], **kw)
+            tiles = bitsback.decompress(model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask,
+                                        config=config, progress=lambda done, total, s=stage: progress(s, done, total))
         except MismatchError as exc:
+            raise MismatchError(f"{mismatch_name}: {g['model']} group: {exc}{_fingerprint_diff(g, config)}") from None
+        except ANSError as exc:
             raise MismatchError(f"{mismatch_name}: {g['model']} group: {exc}{_fingerprint_diff(g, config)}") from None
         except BBANSError:
             raise
@@ -929,6 +818,13 @@ def _fingerprint_diff(group: dict, config) -> str:
 def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[Decoded]:
     """Every entry, decoded and checked against its checksum (MismatchError names the entry)."""
     groups = _decode_groups(r, progress, r.name)
+    frames = b""
+    if r.header.get("frames") is not None:
+        spec = r.header["frames"]
+        try:
+            frames = b"".join(unstore_chunks(r.blob(spec), spec, spec["size"]))
+        except ArchiveError as exc:
+            raise ArchiveError(f"{r.name}: frames: {exc}") from None
     for e in r.entries:
         if e["kind"] == "model":
             gi = e["group"]
@@ -937,17 +833,41 @@ def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[D
             model = r.groups[gi]["model"]
             arr = images.untile(groups[gi][start:start + count], img["width"], img["height"])
             pixels = images.from_model(arr, img["mode"], model)
-            if images.pixel_sha256(pixels)[:CHECKSUM_HEX] != e["sha256"]:
+            want = e["pixels_sha256"] if r.version >= 2 else e["sha256"]
+            if images.pixel_sha256(pixels)[:CHECKSUM_HEX] != want:
                 raise MismatchError(f"{e['path']}: decoded pixels do not match their checksum")
-            try:
-                data = images.encode(pixels, img["mode"], img["format"], img.get("meta", {}))
-            except (ValueError, TypeError, KeyError, OSError) as exc:
-                raise ArchiveError(f"{e['path']}: cannot write its image metadata ({exc})") from None
+            if "rebuild" in e:
+                data = _rebuilt(e, pixels, frames)
+            else:
+                try:
+                    data = images.encode(pixels, img["mode"], img["format"], img.get("meta", {}))
+                except Exception as exc:  # validated fields Pillow still refuses: the archive's fault
+                    raise ArchiveError(f"{e['path']}: cannot write its image metadata ({type(exc).__name__})") from None
+                if r.version >= 2 and checksum(data) != e["sha256"]:
+                    raise MismatchError(f"{e['path']}: the rewritten image does not match its checksum")
             yield Decoded(e, data=data)
         elif e["kind"] == "stored":
             yield Decoded(e, chunks=_checked_chunks(r, e))
         else:
             yield Decoded(e)
+
+
+def _rebuilt(e: dict, pixels: np.ndarray, frames: bytes) -> bytes:
+    """The original file of a model entry, from its pixels, recipe and frame; checked."""
+    import zlib
+
+    rec = e["rebuild"]
+    off, n = rec["frame"]
+    try:
+        data = rebuild.rebuild(pixels, rec, frames[off:off + n])
+    except rebuild.NoPlan as exc:
+        raise MismatchError(f"{e['path']}: cannot be rebuilt ({exc})") from None
+    if checksum(data) != e["sha256"]:
+        made = rec.get("zlib_version")
+        here = zlib.ZLIB_RUNTIME_VERSION
+        why = f" (deflated with zlib {made} there, {here} here)" if made and made != here else ""
+        raise MismatchError(f"{e['path']}: the rebuilt file does not match its checksum{why}")
+    return data
 
 
 def _checked_chunks(r: Reader, e: dict) -> Iterator[bytes]:
@@ -962,14 +882,21 @@ def _checked_chunks(r: Reader, e: dict) -> Iterator[bytes]:
         raise MismatchError(f"{e['path']}: stored bytes do not match their checksum")
 
 
-def verify(source, progress: Progress = _noop_progress) -> int:
-    """Decode everything in memory and compare checksums; returns the number of entries."""
+def verify(source, progress: Progress = _noop_progress, expect: dict[str, str] | None = None) -> int:
+    """Decode everything in memory and compare checksums; returns the number of entries.
+
+    With `expect` (path -> full sha256 of the input file, from `create`'s report) every file
+    is also compared whole with the file it came from."""
     with Reader(source) as r:
         n = 0
         for d in decode_entries(r, progress):
-            if d.chunks is not None:
-                for _ in d.chunks:
-                    pass
+            if d.chunks is not None or d.data is not None:
+                h = hashlib.sha256()
+                for chunk in (d.chunks if d.chunks is not None else [d.data]):
+                    h.update(chunk)
+                path = d.entry["path"]
+                if expect is not None and h.hexdigest() != expect.get(path):
+                    raise MismatchError(f"{path}: the archive does not give back the input file's bytes")
             n += 1
         return n
 
@@ -1045,7 +972,7 @@ def extract(archive_path: str, outdir: str, force: bool = False, progress: Progr
                     raise BBANSError(f"cannot create {outdir}: {exc.strerror}") from None
                 _fsync_dir(parent)
             else:
-                _place(r.entries, staging, outdir, force, placed)
+                _place(r.entries, staging, outdir, force, placed, skipped, warn)
                 shutil.rmtree(staging, ignore_errors=True)
                 _fsync_dir(outdir)
         except BaseException:
@@ -1209,7 +1136,8 @@ def _apply_meta(path: str, e: dict) -> None:
             pass
 
 
-def _place(entries: list[dict], staging: str, outdir: str, force: bool, placed: list[str]) -> None:
+def _place(entries: list[dict], staging: str, outdir: str, force: bool, placed: list[str], skipped: list[dict],
+           warn: Warn) -> None:
     """Move staged entries into an existing output folder, never through a link out of it."""
     real_out = os.path.realpath(outdir)
     made_dirs: list[tuple[str, dict]] = []
@@ -1247,6 +1175,16 @@ def _place(entries: list[dict], staging: str, outdir: str, force: bool, placed: 
             placed.append(dst)
         else:
             os.replace(src, dst)
+    # A link that stayed inside the staging folder can still resolve outside through a link
+    # that was already in the output folder: checked again on its real path, here.
+    for e in entries:
+        dst = os.path.join(outdir, *e["path"].split("/"))
+        if e["kind"] == "symlink" and dst in placed and not _inside(os.path.realpath(dst), real_out):
+            os.unlink(dst)
+            placed.remove(dst)
+            skipped.append({"path": e["path"], "why": "symlink resolves outside the output folder"})
+            warn(f"{e['path']}: symlink to {e['target']!r} resolves outside the output folder through a link "
+                 "already there; not restored")
     # Folders made here get their permissions and times once nothing more is written into them.
     for dst, e in reversed(made_dirs):
         _apply_meta(dst, e)

@@ -402,7 +402,7 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
     """Code uint8 images (N, C, H, W) on one message. Returns (payload, stats)."""
     images, mask = _prepare(images, mask)
     n = images.shape[0]
-    msg = Message(config.lanes, seed=config.seed)
+    msg = Message(config.lanes, seed=config.seed, give_back=False)
     stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
     sizes: list[int] = []
     with _deterministic(config):
@@ -454,7 +454,7 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
     done = 0
     with _deterministic(config):
         s = _Session(model, config)
-        msg = Message.from_bytes(payload, seed=config.seed)
+        msg = Message.from_bytes(payload, seed=config.seed, strict=True)
         for b in reversed(range(len(sizes))):
             size, end = sizes[b], int(ends[b])
             start = end - size

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import click
 
 from bbans import __version__
-from bbans.errors import BBANSError, EXIT_ERROR
+from bbans.errors import EXIT_CORRUPT, EXIT_INTERRUPTED, EXIT_TERMINATED, BBANSError, Terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,22 +42,37 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum, frame) -> None:
+    # Raised, not exited: every staging folder and temporary archive is removed on the way out.
+    raise Terminated()
+
+
 def main() -> None:
-    """Console entry point: known errors become one line on stderr and a non-zero exit."""
+    """Console entry point: every error becomes one line on stderr and a documented exit code."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         code = cli.main(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("bbans: aborted", err=True)
-        sys.exit(EXIT_ERROR)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort
+        click.echo("bbans: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        click.echo("bbans: terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except BBANSError as exc:
         click.echo(f"bbans: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("bbans: interrupted", err=True)
-        sys.exit(130)
+    except Exception as exc:
+        # Whatever an archive or a file provoked that no check named: still one line, never a
+        # traceback (BBANS_TRACEBACK=1 shows it, for bug reports).
+        if os.environ.get("BBANS_TRACEBACK"):
+            raise
+        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        click.echo(f"bbans: error: unexpected {type(exc).__name__}{': ' + text if text else ''}", err=True)
+        sys.exit(EXIT_CORRUPT)

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from bbans import archive, images
+from bbans import archive, images, schema
 from bbans.errors import BBANSError
 
 EXIT_CODES = """\b
@@ -20,7 +20,8 @@ Exit codes:
   3  archive corrupt, truncated, foreign or from a newer bbans
   4  archive cannot be reproduced here (other model weights,
      no GPU for a GPU-made archive) or a checksum failed
-  130 interrupted"""
+  130 interrupted (SIGINT), 143 terminated (SIGTERM); nothing
+      half-written is left behind"""
 
 
 def _epilog(examples: str) -> str:
@@ -141,12 +142,15 @@ Examples:
 A folder's contents are stored relative to it; a file under its own
 name. Several inputs share one namespace: two inputs mapping to the
 same name stop the run. Images the models serve (grey, black-and-white,
-RGB; PNG/BMP/TIFF/PGM/PPM) are coded by the model; everything else is
-stored losslessly with LZMA2. Symlinks inside folders are stored as
-links; fifos, sockets and devices are skipped with a warning."""))
+RGB; PNG/BMP/TIFF/PGM/PPM) are coded by the model when the file can be
+rebuilt byte for byte from its pixels (every other chunk, comment and
+trailing byte is kept verbatim); everything else is stored losslessly
+with LZMA2. Decompression gives back every file byte for byte. Symlinks
+inside folders are stored as links; fifos, sockets and devices are
+skipped with a warning. An input is never overwritten, even with -f."""))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Archive to write (.bb).")
-@click.option("--K", "K", type=click.IntRange(0, 10000), default=0, show_default=True,
+@click.option("--K", "K", type=click.IntRange(0, schema.MAX_K), default=0, show_default=True,
               help="Adam steps of per-image optimal inference (0: amortised encoder only).")
 @click.option("--model", type=click.Choice(["auto", "none", *images.TILES]), default="auto", show_default=True,
               help="auto: the best bundled model per image; NAME: only that model; none: store everything.")
@@ -154,29 +158,36 @@ links; fifos, sockets and devices are skipped with a warning."""))
               help="Which bundled encoder computes the posteriors.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the arithmetic runs; decompression needs the same device class.")
-@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=256, show_default=True,
               help="Tiles per engine batch.")
 @click.option("--lanes", type=click.IntRange(1, 1 << 16), default=None,
               help="Interleaved rANS lanes, 8 bytes each in the archive [default: 8 to 128 by size].")
-@click.option("--verify", is_flag=True, help="Decode the new archive and compare checksums before keeping it.")
+@click.option("--keep", type=click.Choice(images.KEEP), default="bytes", show_default=True,
+              help="bytes: model-code only images that come back byte for byte; pixels: also those "
+                   "that come back as a rewritten file with the same pixels, mode, size and metadata.")
+@click.option("--verify", is_flag=True,
+              help="Decode the new archive and compare every file with its input before keeping it.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
 @click.option("-v", "--verbose", is_flag=True, help="List every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, verify, force, quiet, verbose, as_json):
+def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, keep, verify, force, quiet, verbose,
+                 as_json):
     """Compress image files and folders PATH... into one archive."""
     if os.path.isdir(output):
         raise BBANSError(f"{output} is a folder; give the archive's file name")
-    if os.path.lexists(output) and not force:
-        raise BBANSError(f"{output} exists; use -f to overwrite it")
+    if os.path.lexists(output):
+        _refuse_overwriting_an_input(output, paths)
+        if not force:
+            raise BBANSError(f"{output} exists; use -f to overwrite it")
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise BBANSError(f"{out_dir}: no such folder")
-    opts = archive.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes)
+    opts = archive.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
+                           keep=keep)
     with _progress(quiet, as_json) as prog:
-        data, rep = archive.create(list(paths), opts, progress=prog, warn=_warn,
-                                   exclude={os.path.realpath(output)})
-        check = (lambda tmp: archive.verify(tmp, prog)) if verify else None
+        data, rep = archive.create(list(paths), opts, progress=prog, warn=_warn)
+        check = (lambda tmp: archive.verify(tmp, prog, expect=rep["sha256"])) if verify else None
         archive.write_atomic(output, data, check)
     rep["archive"] = output
     rep["verified"] = bool(verify)
@@ -190,7 +201,16 @@ def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, ve
             _print_entries(con, rep)
         _print_summary(con, rep, f"wrote {output}")
         if verify:
-            con.print("  verified: every entry decodes to its checksum")
+            con.print("  verified: every file decodes to the bytes of its input")
+
+
+def _refuse_overwriting_an_input(output: str, paths) -> None:
+    """An existing output that is, or lies inside, an input would be read and then replaced."""
+    real = os.path.realpath(output)
+    for p in paths:
+        root = os.path.realpath(p)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            raise BBANSError(f"{output} is one of the inputs ({p}); refusing to overwrite it, even with -f")
 
 
 # ---- decompress ------------------------------------------------------------------------------
@@ -208,10 +228,9 @@ Examples:
   bbans decompress digits.bb -o restored/ -f
 
 \b
-Model-coded images come back with the same pixels, mode, size, ICC
-profile and text metadata, written in their original format (PNG, BMP,
-TIFF, PGM/PPM), not byte-identical files; stored entries come back byte
-for byte. Everything is decoded and checked in a staging folder before
+Every file comes back byte for byte (archives made with --keep pixels:
+those images come back with the same pixels, mode, size and metadata in
+their own format). Everything is decoded and checked in a staging folder before
 it is moved into place: a failed run leaves nothing behind. Symlinks
 whose target would lie outside DIR are not restored (warning)."""))
 @click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False))

@@ -1,9 +1,11 @@
 """Reading and writing image files, choosing a model for each, and cutting images into tiles.
 
-An image goes to a model only when bbans can later write a file that reads back with exactly
-the same pixels, mode, size and metadata. That promise is checked, not assumed: `probe` rewrites
-the image with the same writer decompression will use and compares the result with the
-original. Anything that fails the check, or that no model serves, is stored as its raw bytes.
+An image goes to a model only when bbans can later give back the file itself, byte for byte:
+`probe` asks `rebuild.plan` for a recipe that regenerates the file from its pixels and checks it
+by rebuilding. With `keep="pixels"` (opt-in) an image no recipe reproduces may still be coded
+when a rewrite by Pillow reads back with exactly the same pixels, mode, size and metadata; that
+promise is checked too, by rewriting the image with the same writer decompression will use.
+Anything that fails the checks, or that no model serves, is stored as its raw bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from bbans import rebuild
 
 # Native tile (C, H, W) of each model, and the modes it can take. Order in ROUTES is preference.
 TILES: dict[str, tuple[int, int, int]] = {
@@ -81,7 +85,9 @@ class Probe:
     mode: str | None = None
     size: tuple[int, int] | None = None  # (width, height)
     pixels: np.ndarray | None = None  # canonical pixels (see `canonical`), None when stored
-    meta: dict = field(default_factory=dict)  # JSON-able metadata the writer puts back
+    meta: dict = field(default_factory=dict)  # JSON-able metadata the writer puts back (keep="pixels")
+    recipe: dict | None = None  # how the file's bytes follow from its pixels (rebuild.plan)
+    frame: bytes = b""  # the file's bytes that are not pixel data, for the recipe
     routes: tuple[str, ...] = ()  # models that may code it, best first
     reason: str = ""  # why it cannot be model-coded (empty when it can)
 
@@ -275,8 +281,15 @@ def _open(data: bytes):
     return img
 
 
-def probe(data: bytes) -> Probe:
-    """Open `data` as an image and decide whether a model may code it."""
+KEEP = ("bytes", "pixels")
+
+
+def probe(data: bytes, keep: str = "bytes") -> Probe:
+    """Open `data` as an image and decide whether a model may code it.
+
+    keep="bytes": only when the file can be rebuilt byte for byte from its pixels.
+    keep="pixels": also when a rewrite keeps pixels, mode, size and metadata.
+    """
     from PIL import Image
 
     try:
@@ -303,32 +316,47 @@ def probe(data: bytes) -> Probe:
         p.reason = f"size {size[0]}x{size[1]}"
         return p
     try:
-        img = _open(data)
-        pixels = canonical(img)
+        loaded = _open(data)
+        pixels = canonical(loaded)
     except Exception as exc:
         p.reason = f"unreadable image ({type(exc).__name__})"
         return p
-    if not _sample_depth_ok(fmt, mode, data, img):
+    if not _sample_depth_ok(fmt, mode, data, loaded):
         p.reason = f"{fmt} with other than {'1' if mode == '1' else '8'}-bit samples"
         return p
+    try:
+        p.recipe, p.frame = rebuild.plan(data, img, pixels)
+    except rebuild.NoPlan as exc:
+        if keep != "pixels":
+            p.reason = f"cannot be rebuilt byte for byte from its pixels ({exc})"
+            return p
+        why = _rewrite_problem(data, loaded, pixels, fmt, mode, p)
+        if why:
+            p.reason = why
+            return p
+    except Exception as exc:  # a malformed file the decoder accepted: store it as it is
+        p.reason = f"cannot be rebuilt byte for byte from its pixels ({type(exc).__name__})"
+        return p
+    binary = mode == "1" or bool(np.all((pixels == 0) | (pixels == 255)))
+    p.pixels, p.routes = pixels, routes_for(mode, binary)
+    return p
+
+
+def _rewrite_problem(data: bytes, img, pixels: np.ndarray, fmt: str, mode: str, p: Probe) -> str:
+    """Why a Pillow rewrite would not keep the image identical ("" when it would; p.meta set)."""
     meta, why = _extract_meta(img, fmt)
     if why:
-        p.reason = why
-        return p
+        return why
     # The promise made on decompression, checked now: the rewrite reads back identically.
     try:
         again = _open(encode(pixels, mode, fmt, meta))
-        same = _comparable(again, fmt) == _comparable(img, fmt) and np.array_equal(
-            canonical(again), pixels
-        )
+        same = _comparable(again, fmt) == _comparable(img, fmt) and np.array_equal(canonical(again), pixels)
     except Exception as exc:
         same, why = False, type(exc).__name__
     if not same:
-        p.reason = f"rewriting it as {fmt} would not keep it identical{f' ({why})' if why else ''}"
-        return p
-    binary = mode == "1" or bool(np.all((pixels == 0) | (pixels == 255)))
-    p.pixels, p.meta, p.routes = pixels, meta, routes_for(mode, binary)
-    return p
+        return f"rewriting it as {fmt} would not keep it identical{f' ({why})' if why else ''}"
+    p.meta = meta
+    return ""
 
 
 def to_model(pixels: np.ndarray, mode: str, model: str) -> np.ndarray:

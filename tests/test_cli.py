@@ -285,7 +285,7 @@ def test_info_on_a_real_archive(tree, tmp_path, fake_models):
     assert run("compress", tree / "digits", tree / "colour", "-o", bb, "--K", 1, "--batch-size", 4, "--lanes", 32)[0] == 0
     code, out, _ = run("info", bb)
     assert code == 0
-    assert "format 1" in out and "device class cpu" in out
+    assert "format 2" in out and "device class cpu" in out
     assert "model mnist-hier" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
     assert "d0.png" in out and "c1.ppm" in out
     code, out, _ = run("info", bb, "--json")
@@ -379,7 +379,7 @@ BAD = {
     "corrupt byte": lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:],
     "truncated": lambda d: d[: len(d) - 40],
     "foreign": lambda d: b"PK\x03\x04" + d[4:],
-    "future version": lambda d: d[:6] + struct.pack("<H", 2) + d[8:],
+    "future version": lambda d: d[:6] + struct.pack("<H", 3) + d[8:],
     "path traversal": lambda d: _renamed(d, "f.txt", "../f.txt"),
     "absolute path": lambda d: _renamed(d, "f.txt", "/tmp/bbans-evil.txt"),
     "colliding names": lambda d: _renamed(d, "g.txt", "f.txt"),
@@ -408,7 +408,7 @@ def test_bad_archives_fail_cleanly(tmp_path, no_models, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not os.path.exists("/tmp/bbans-evil.txt")
     if case == "future version":
-        assert "made by a newer bbans (format 2)" in err
+        assert "made by a newer bbans (format 3)" in err
 
 
 def test_other_model_weights_are_a_mismatch(tmp_path, fake_models):
@@ -426,7 +426,7 @@ def test_other_model_weights_are_a_mismatch(tmp_path, fake_models):
 def test_a_failure_while_decoding_leaves_nothing(tree, tmp_path, fake_models, monkeypatch):
     bb = tmp_path / "t.bb"
     assert run("compress", tree / "binary", tree / "digits", tree / "stored", "-o", bb, "--lanes", 64)[0] == 0
-    real = archive.images.encode
+    real = archive.rebuild.rebuild
     calls = []
 
     def flaky(*a, **k):
@@ -435,7 +435,7 @@ def test_a_failure_while_decoding_leaves_nothing(tree, tmp_path, fake_models, mo
             raise archive.MismatchError("simulated failure")
         return real(*a, **k)
 
-    monkeypatch.setattr(archive.images, "encode", flaky)
+    monkeypatch.setattr(archive.rebuild, "rebuild", flaky)
     code, _, err = run("decompress", bb, "-o", tmp_path / "new" / "deeper")
     assert code == 4 and "simulated" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "t.bb"]

@@ -1,0 +1,324 @@
+"""Rebuilding an image file byte for byte from its pixels.
+
+A model codes pixels; a user keeps files. `plan` finds how a file's bytes follow from its
+pixels: everything that is not pixel data is kept verbatim (the *frame*: every PNG chunk but
+IDAT, in order, and whatever follows IEND; a PNM, BMP or TIFF header, its comments and any
+trailing bytes), and the pixel data is described by a small *recipe* that regenerates it
+exactly:
+
+- PNG: each row's filter type, the zlib settings (level, window, memory level, strategy) that
+  reproduce the IDAT stream, and the IDAT chunk lengths. Most PNG writers use zlib with one of
+  a handful of settings; which one is found by trial, each trial abandoned at its first byte
+  that differs.
+- PNM (binary), BMP (uncompressed), TIFF (uncompressed, strips in order): the raster's offset,
+  sample layout, row stride and row order; padding bytes must be zero.
+
+`plan` rebuilds the file from the recipe before trusting it and returns nothing unless the
+bytes come back identical, so a file that no recipe reproduces (an unusual deflater,
+interlacing, non-zero padding, compressed TIFF strips) is stored instead, never changed.
+`rebuild` is the inverse, run on decompression; its output is checked against the file's
+sha256 there, because a different zlib on the decoding machine could deflate differently.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Raw raster layouts Pillow reports for the modes a model codes (its rawmode names).
+RASTER_LAYOUTS = ("L", "RGB", "BGR", "1", "1;I")
+ZLIB_STRATEGIES = range(5)  # default, filtered, huffman only, rle, fixed
+_CHUNK = 1 << 16
+
+
+class NoPlan(Exception):
+    """The file cannot be rebuilt from its pixels; the message says why."""
+
+
+# ---- recipes -----------------------------------------------------------------------------------
+
+
+def plan(data: bytes, img, pixels: np.ndarray) -> tuple[dict, bytes]:
+    """(recipe, frame) that rebuild `data` from `pixels`, checked; NoPlan when there are none.
+
+    `img` is the Pillow image opened on `data` *before* it was loaded (its tile list still
+    tells where the raster lies); `pixels` are its canonical pixels (images.canonical).
+    """
+    if data.startswith(PNG_SIGNATURE):
+        recipe, frame = _plan_png(data, pixels)
+    else:
+        recipe, frame = _plan_raster(data, img, pixels)
+    if rebuild(pixels, recipe, frame) != data:
+        raise NoPlan("the rebuilt file differs")
+    return recipe, frame
+
+
+def rebuild(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
+    """The file bytes, from canonical pixels, a recipe from `plan` and its frame."""
+    if recipe["kind"] == "png":
+        return _rebuild_png(pixels, recipe, frame)
+    if recipe["kind"] == "raster":
+        return _rebuild_raster(pixels, recipe, frame)
+    raise NoPlan(f"unknown recipe kind {recipe['kind']!r}")
+
+
+def runs(values) -> list[list[int]]:
+    """[[value, count], ...] of consecutive equal values."""
+    out: list[list[int]] = []
+    for v in values:
+        v = int(v)
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return out
+
+
+def expand(pairs: list[list[int]]) -> list[int]:
+    return [v for v, n in pairs for _ in range(n)]
+
+
+# ---- raw rasters (PNM, BMP, TIFF) ----------------------------------------------------------
+
+
+def _raster_rows(pixels: np.ndarray, layout: str) -> np.ndarray:
+    """(H, row_bytes) uint8: the samples of each row as the layout packs them."""
+    if layout in ("1", "1;I"):
+        bits = pixels.astype(bool)
+        if layout == "1;I":
+            bits = ~bits
+        return np.packbits(bits, axis=1)
+    if layout == "L":
+        return pixels.reshape(pixels.shape[0], -1)
+    if layout in ("RGB", "BGR"):
+        px = pixels if layout == "RGB" else pixels[:, :, ::-1]
+        return np.ascontiguousarray(px).reshape(pixels.shape[0], -1)
+    raise NoPlan(f"raster layout {layout!r}")
+
+
+def _raster(pixels: np.ndarray, layout: str, stride: int, bottom_up: bool) -> bytes:
+    rows = _raster_rows(pixels, layout)
+    h, packed = rows.shape
+    if stride < packed:
+        raise NoPlan("row stride shorter than a row")
+    out = np.zeros((h, stride), np.uint8)
+    out[:, :packed] = rows
+    if bottom_up:
+        out = out[::-1]
+    return out.tobytes()
+
+
+def _plan_raster(data: bytes, img, pixels: np.ndarray) -> tuple[dict, bytes]:
+    tiles = list(getattr(img, "tile", None) or [])
+    if not tiles:
+        raise NoPlan("no raster layout known")
+    w, h = img.size
+    offset, y, layout, stride, bottom_up = None, 0, None, None, None
+    for t in tiles:
+        name, box, off, args = t[0], t[1], t[2], t[3]
+        if name != "raw":
+            raise NoPlan(f"pixel data coded with {name!r}")
+        mode, st, direction = (args, 0, 1) if isinstance(args, str) else (tuple(args) + (0, 1))[:3]
+        if box != (0, y, w, box[3]) or mode not in RASTER_LAYOUTS:
+            raise NoPlan("raster is not whole rows in order")
+        if layout is None:
+            layout, stride, bottom_up, offset = mode, st, direction == -1, off
+        elif (mode, st, direction == -1) != (layout, stride, bottom_up):
+            raise NoPlan("strips of different layouts")
+        packed = _raster_rows(pixels[:1], layout).shape[1]
+        row = stride or packed
+        if off != offset + y * row:
+            raise NoPlan("strips are not contiguous")
+        y = box[3]
+    if y != h or len(tiles) > 1 and bottom_up:
+        raise NoPlan("raster does not cover the image")
+    packed = _raster_rows(pixels[:1], layout).shape[1]
+    stride = stride or packed
+    end = offset + stride * h
+    if end > len(data):
+        raise NoPlan("raster runs past the end of the file")
+    recipe = {"kind": "raster", "offset": int(offset), "layout": layout, "stride": int(stride),
+              "bottom_up": bool(bottom_up)}
+    return recipe, data[:offset] + data[end:]
+
+
+def _rebuild_raster(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
+    off = recipe["offset"]
+    if off > len(frame):
+        raise NoPlan("raster offset past the end of its frame")
+    return frame[:off] + _raster(pixels, recipe["layout"], recipe["stride"], recipe["bottom_up"]) + frame[off:]
+
+
+# ---- PNG ---------------------------------------------------------------------------------------
+
+
+def _chunks(data: bytes):
+    """(type, start, end) of every chunk after the signature; the rest after IEND is trailing."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        ctype = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            raise NoPlan("a PNG chunk runs past the end of the file")
+        yield ctype, pos, end
+        pos = end
+        if ctype == b"IEND":
+            return
+    raise NoPlan("PNG without IEND")
+
+
+def _png_rows(pixels: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
+    """Unfiltered scanlines (H, row_bytes) and the filter's bytes per pixel."""
+    if mode == "1":
+        return np.packbits(pixels.astype(bool), axis=1), 1
+    if mode == "L":
+        return pixels, 1
+    return np.ascontiguousarray(pixels).reshape(pixels.shape[0], -1), 3
+
+
+def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
+    """PNG-filtered scanlines, each prefixed with its filter type (all rows at once per type)."""
+    h, n = rows.shape
+    cur = rows.astype(np.int16)
+    up = np.zeros_like(cur)
+    up[1:] = cur[:-1]
+    left = np.zeros_like(cur)
+    left[:, bpp:] = cur[:, :-bpp]
+    out = np.empty((h, n + 1), np.uint8)
+    out[:, 0] = types
+    for t in range(5):
+        sel = types == t
+        if not sel.any():
+            continue
+        x, a, b = cur[sel], left[sel], up[sel]
+        if t == 0:
+            pred = np.zeros_like(x)
+        elif t == 1:
+            pred = a
+        elif t == 2:
+            pred = b
+        elif t == 3:
+            pred = (a + b) >> 1
+        else:
+            c = np.zeros_like(x)
+            c[:, bpp:] = b[:, :-bpp]
+            pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        out[sel, 1:] = (x - pred).astype(np.uint8)
+    return out.tobytes()
+
+
+def _zlib_candidates(cmf: int, flg: int):
+    """zlib settings whose stream header would read (cmf, flg), likeliest first."""
+    if cmf & 0x0F != 8 or flg & 0x20 or (cmf * 256 + flg) % 31:
+        return
+    wbits = (cmf >> 4) + 8
+    if wbits > 15:
+        return
+    flevel = flg >> 6
+    levels = {0: (1, 0), 1: (5, 4, 3, 2), 2: (6,), 3: (9, 7, 8)}[flevel]
+    mems = (8, 9, 7, 6, 5, 4, 3, 2, 1)
+    strategies = (0, 1, 4) if flevel else (0, 1, 2, 3, 4)
+    for level in levels:
+        for strategy in strategies:
+            for mem in mems:
+                yield {"level": level, "wbits": wbits, "mem": mem, "strategy": strategy}
+    if flevel == 0:  # huffman-only and rle write FLEVEL 0 at any level
+        for strategy in (2, 3):
+            for mem in mems:
+                yield {"level": 6, "wbits": wbits, "mem": mem, "strategy": strategy}
+
+
+def deflate(raw: bytes, z: dict) -> bytes:
+    c = zlib.compressobj(z["level"], zlib.DEFLATED, z["wbits"], z["mem"], z["strategy"])
+    return c.compress(raw) + c.flush()
+
+
+def _reproduces(raw: bytes, stream: bytes, z: dict) -> bool:
+    """Does deflating `raw` with `z` give exactly `stream`? Gives up at the first differing byte."""
+    try:
+        c = zlib.compressobj(z["level"], zlib.DEFLATED, z["wbits"], z["mem"], z["strategy"])
+    except (ValueError, zlib.error):
+        return False
+    pos = 0
+    for i in range(0, len(raw), _CHUNK):
+        out = c.compress(raw[i:i + _CHUNK])
+        if out != stream[pos:pos + len(out)]:
+            return False
+        pos += len(out)
+    out = c.flush()
+    return out == stream[pos:] and pos + len(out) == len(stream)
+
+
+def find_zlib(raw: bytes, stream: bytes) -> dict:
+    if len(stream) < 2:
+        raise NoPlan("empty IDAT stream")
+    for z in _zlib_candidates(stream[0], stream[1]):
+        if _reproduces(raw, stream, z):
+            return z
+    raise NoPlan("no zlib setting reproduces its IDAT stream")
+
+
+def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
+    chunks = list(_chunks(data))
+    if not chunks or chunks[0][0] != b"IHDR" or chunks[0][2] - chunks[0][1] != 25:
+        raise NoPlan("PNG without a proper IHDR")
+    s = chunks[0][1] + 8
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[s:s + 13])
+    mode = {(1, 0): "1", (8, 0): "L", (8, 2): "RGB"}.get((depth, ctype))
+    if mode is None:
+        raise NoPlan(f"PNG of bit depth {depth}, colour type {ctype}")
+    if interlace:
+        raise NoPlan("interlaced PNG")
+    want = (h, w, 3) if mode == "RGB" else (h, w)
+    if pixels.shape != want:
+        raise NoPlan("pixels do not match the PNG's header")
+    idat = [i for i, c in enumerate(chunks) if c[0] == b"IDAT"]
+    if not idat or idat != list(range(idat[0], idat[-1] + 1)):
+        raise NoPlan("IDAT chunks missing or not consecutive")
+    first, last = chunks[idat[0]][1], chunks[idat[-1]][2]
+    stream = b"".join(data[chunks[i][1] + 8:chunks[i][2] - 4] for i in idat)
+    try:
+        d = zlib.decompressobj()
+        filtered = d.decompress(stream, len(pixels.tobytes()) * 2 + h + 64)
+    except zlib.error:
+        raise NoPlan("IDAT stream does not inflate") from None
+    if not d.eof or d.unused_data:
+        raise NoPlan("IDAT stream has bytes after its end")
+    rows, bpp = _png_rows(pixels, mode)
+    if len(filtered) != h * (rows.shape[1] + 1):
+        raise NoPlan("IDAT stream holds another number of bytes than the image")
+    types = np.frombuffer(filtered, np.uint8)[:: rows.shape[1] + 1].copy()
+    if types.max(initial=0) > 4:
+        raise NoPlan("unknown PNG filter type")
+    if filter_rows(rows, types, bpp) != filtered:
+        raise NoPlan("IDAT scanlines do not match the pixels")
+    z = find_zlib(filtered, stream)
+    recipe = {"kind": "png", "mode": mode, "split": first, "filters": runs(types), "zlib": z,
+              "idat": runs(chunks[i][2] - chunks[i][1] - 12 for i in idat),
+              "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
+    return recipe, data[:first] + data[last:]
+
+
+def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
+    rows, bpp = _png_rows(pixels, recipe["mode"])
+    types = np.asarray(expand(recipe["filters"]), np.uint8)
+    if types.shape != (rows.shape[0],):
+        raise NoPlan("filter types do not cover the rows")
+    stream = deflate(filter_rows(rows, types, bpp), recipe["zlib"])
+    lengths = expand(recipe["idat"])
+    if sum(lengths) != len(stream):
+        raise NoPlan("the deflated pixels have another length than the file's IDAT chunks")
+    parts, pos = [], 0
+    for n in lengths:
+        body = b"IDAT" + stream[pos:pos + n]
+        parts.append(struct.pack(">I", n) + body + struct.pack(">I", zlib.crc32(body)))
+        pos += n
+    split = recipe["split"]
+    if split > len(frame):
+        raise NoPlan("IDAT position past the end of its frame")
+    return frame[:split] + b"".join(parts) + frame[split:]
