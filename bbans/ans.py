@@ -162,10 +162,10 @@ def _check_contains(cf: np.ndarray, s: np.ndarray, f: np.ndarray, prec: int) -> 
 class Message:
     """L rANS lanes over one shared tail of 32-bit words (see the module docstring)."""
 
-    __slots__ = ("lanes", "seed", "check", "phantom_words", "give_back", "phantom_limit", "_head", "_tail", "_top",
+    __slots__ = ("lanes", "seed", "check", "phantom_words", "phantom_peak", "phantom_limit", "_head", "_tail", "_top",
                  "_key")
 
-    def __init__(self, lanes: int, seed: int = 0, check: bool = False, give_back: bool = True):
+    def __init__(self, lanes: int, seed: int = 0, check: bool = False):
         if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or not 1 <= lanes < 1 << 32:
             raise ANSError(f"lanes must be an int in 1..2**32-1, got {lanes!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _M64:
@@ -174,9 +174,10 @@ class Message:
         self.seed = int(seed)
         self.check = bool(check)
         self.phantom_words = 0
-        # An encoder that never gives phantom words back reads them monotonically, so its final
-        # count bounds every count a faithful decoder passes through (see `from_bytes`'s strict).
-        self.give_back = bool(give_back)
+        # The most phantom words ever held: a faithful decoder of this message never holds more
+        # (it passes through the encoder's states in reverse), so a decoder given this number as
+        # its `phantom_limit` stops at the first word it would read beyond what was written.
+        self.phantom_peak = 0
         self.phantom_limit: int | None = None
         self._key = _splitmix_key(self.seed)
         self._head = _initial_heads(self.seed, self.lanes)
@@ -202,7 +203,7 @@ class Message:
     def copy(self) -> "Message":
         new = Message.__new__(Message)
         new.lanes, new.seed, new.check = self.lanes, self.seed, self.check
-        new.give_back, new.phantom_limit = self.give_back, self.phantom_limit
+        new.phantom_peak, new.phantom_limit = self.phantom_peak, self.phantom_limit
         new.phantom_words, new._key, new._top = self.phantom_words, self._key, self._top
         new._head = self._head.copy()
         new._tail = self._tail[: max(self._top, 1024)].copy()
@@ -243,13 +244,12 @@ class Message:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, seed: int = 0, check: bool = False, strict: bool = False) -> "Message":
+    def from_bytes(cls, data: bytes, seed: int = 0, check: bool = False, phantom_limit: int | None = None) -> "Message":
         """The message `to_bytes` wrote.
 
-        strict: for decoding what an encoder with ``give_back=False`` wrote. Such an encoder's
-        phantom count only grows, so a faithful decoder never holds more phantom words than the
-        message declares; a pop that would read past that raises ANSError at once instead of
-        decoding garbage from seeded words until the final state check.
+        phantom_limit: the encoder's `phantom_peak`. A pop that would hold more phantom words
+        raises ANSError at once, instead of decoding garbage from seeded words until the final
+        state check.
         """
         try:
             data = memoryview(data).cast("B")
@@ -279,8 +279,11 @@ class Message:
             msg._tail = np.empty(1024, dtype=np.uint32)
         msg._top = top
         msg.phantom_words = phantom
-        if strict:
-            msg.phantom_limit = phantom
+        if phantom_limit is not None:
+            if phantom_limit < phantom:
+                raise ANSError(f"rANS message holds {phantom} phantom words, more than its peak {phantom_limit}")
+            msg.phantom_limit = phantom_limit
+        msg.phantom_peak = phantom
         return msg
 
     # ------------------------------------------------------------ tail words
@@ -312,6 +315,8 @@ class Message:
         words[:m] = _phantom(self._key, self.phantom_words, m)[::-1]
         words[m:] = self._tail[: self._top]
         self.phantom_words += m
+        if self.phantom_words > self.phantom_peak:
+            self.phantom_peak = self.phantom_words
         self._top = 0
         return words
 
@@ -409,7 +414,7 @@ class Message:
             ge(h, xmax[lo:hi], out=m)
             w = h.compress(m) if many else h[m]
             if w.size:
-                if top == 0 and self.phantom_words and self.give_back:
+                if top == 0 and self.phantom_words:
                     self._write_bottom(w)
                     top = self._top
                 else:

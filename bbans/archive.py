@@ -594,6 +594,7 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
                 "versions": versions,
                 "fingerprint": bitsback.fingerprint(config),
                 "neg_elbo_bits": float(stats["neg_elbo_bits"]),
+                "phantom_peak": int(stats["phantom_peak"]),
             })
 
     # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them.
@@ -786,7 +787,8 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
         stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
         try:
             tiles = bitsback.decompress(model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask,
-                                        config=config, progress=lambda done, total, s=stage: progress(s, done, total))
+                                        config=config, progress=lambda done, total, s=stage: progress(s, done, total),
+                                        phantom_peak=g.get("phantom_peak"))
         except MismatchError as exc:
             raise MismatchError(f"{mismatch_name}: {g['model']} group: {exc}{_fingerprint_diff(g, config)}") from None
         except ANSError as exc:

@@ -402,7 +402,7 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
     """Code uint8 images (N, C, H, W) on one message. Returns (payload, stats)."""
     images, mask = _prepare(images, mask)
     n = images.shape[0]
-    msg = Message(config.lanes, seed=config.seed, give_back=False)
+    msg = Message(config.lanes, seed=config.seed)
     stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
     sizes: list[int] = []
     with _deterministic(config):
@@ -433,6 +433,8 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
         "discrete_neg_elbo_bits": float(dne.sum()),
         "image_neg_elbo_bits": ne,
         "initial_bits": 32 * msg.phantom_words,
+        # What decompress needs to stop at the first word that was never written.
+        "phantom_peak": msg.phantom_peak,
         "batch_bits": stats["batch_bits"],
         "coded_pixels": int(images.shape[1] * (mask.sum() if mask is not None else n * images.shape[2] * images.shape[3])),
         # What decompress needs: the settings with the batch sizes chosen here.
@@ -441,8 +443,11 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
 
 
 def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | None = None,
-               config: EngineConfig = EngineConfig(), progress=None) -> np.ndarray:
-    """Inverse of `compress`: n images of shape image_shape (C, H, W) from the payload."""
+               config: EngineConfig = EngineConfig(), progress=None, phantom_peak: int | None = None) -> np.ndarray:
+    """Inverse of `compress`: n images of shape image_shape (C, H, W) from the payload.
+
+    phantom_peak: `compress`'s stats["phantom_peak"]; with it a payload that runs out of words
+    is refused at the first word it lacks (None: only at the end, as for old archives)."""
     c_, h, w = image_shape
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=bool)
@@ -454,7 +459,7 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
     done = 0
     with _deterministic(config):
         s = _Session(model, config)
-        msg = Message.from_bytes(payload, seed=config.seed, strict=True)
+        msg = Message.from_bytes(payload, seed=config.seed, phantom_limit=phantom_peak)
         for b in reversed(range(len(sizes))):
             size, end = sizes[b], int(ends[b])
             start = end - size

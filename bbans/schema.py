@@ -265,6 +265,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
         need(isinstance(g.get("masked"), bool), f"{what}: mask flag missing")
         need(is_int(g.get("coded_dims", 0)), f"{what}: bad coded_dims")
         need(_is_num(g.get("neg_elbo_bits", 0.0)), f"{what}: bad neg_elbo_bits")
+        need(is_int(g.get("phantom_peak", 0), 0, (1 << 32) - 1), f"{what}: bad phantom_peak")
         for key in ("versions", "fingerprint"):
             v = g.get(key, {})
             need(isinstance(v, dict) and all(_is_str(k, 256) and (_is_str(x, 1024) or x is None or _is_num(x))

@@ -58,3 +58,34 @@ def flushed_deflate(raw: bytes) -> bytes:
     c = zlib.compressobj(6)
     half = len(raw) // 2
     return c.compress(raw[:half]) + c.flush(zlib.Z_FULL_FLUSH) + c.compress(raw[half:]) + c.flush()
+
+
+# ---- the command line, in this process -----------------------------------------------------------
+
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def bbans_main(capsys, monkeypatch):
+    """Run `bbans.cli.main` itself (its own error handling, not a copy) and return
+    (exit code, stdout, stderr)."""
+    from bbans import cli
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["bbans", *map(str, args)])
+        before = signal.getsignal(signal.SIGTERM)
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            signal.signal(signal.SIGTERM, before)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

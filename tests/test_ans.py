@@ -278,3 +278,68 @@ def test_decoding_the_wrong_message_gives_wrong_symbols_not_a_crash():
     other = random_cdf(np.random.default_rng(99), cdf.size - 1, 16)
     y = Message.from_bytes(msg.to_bytes()).pop_stream(5000, 16, table_lookup(other))
     assert not np.array_equal(y, x)
+
+
+def _uniform_lookup(prec):
+    def lookup(lo, hi, cf):
+        return cf, cf, np.ones_like(cf)
+
+    return lookup
+
+
+def _bits_back_like_history(lanes=4, prec=12, seed=3):
+    """Pop from an empty message (phantom words), push the same symbols back with the same
+    distribution (the words are given back), then pop more and push other data: the phantom
+    count peaks in the middle and ends lower. Returns (message, the symbols, the final data)."""
+    rng = np.random.default_rng(seed)
+    msg = Message(lanes, seed=seed)
+    n = 64
+    first = msg.pop_stream(n, prec, _uniform_lookup(prec))
+    ones = np.ones(n, dtype=np.int64)
+    msg.push_stream(first, ones, prec)  # collapsed: pushing with q's own distribution gives the words back
+    second = msg.pop_stream(n // 4, prec, _uniform_lookup(prec))
+    cdf, data, starts, freqs = stream_case(seed, 400, prec)
+    msg.push_stream(starts, freqs, prec)
+    return msg, second, (cdf, data)
+
+
+def test_the_phantom_peak_counts_words_given_back_before_the_end():
+    msg, _, _ = _bits_back_like_history()
+    assert msg.phantom_peak > msg.phantom_words > 0
+
+
+def test_a_decoder_limited_to_the_peak_decodes_a_faithful_message():
+    msg, second, (cdf, data) = _bits_back_like_history()
+    dec = Message.from_bytes(msg.to_bytes(), seed=3, phantom_limit=msg.phantom_peak)
+    assert np.array_equal(dec.pop_stream(len(data), 12, table_lookup(cdf)), data)
+    dec.push_stream(second, np.ones_like(second), 12)
+    # Undoing the give-backs reads phantom words again, up to the peak and no further.
+    first = dec.pop_stream(64, 12, _uniform_lookup(12))
+    dec.push_stream(first, np.ones_like(first), 12)
+    assert dec == Message(4, seed=3)
+    # The final count alone is not enough: the same faithful decode passes above it.
+    low = Message.from_bytes(msg.to_bytes(), seed=3, phantom_limit=msg.phantom_words)
+    low.pop_stream(len(data), 12, table_lookup(cdf))
+    low.push_stream(second, np.ones_like(second), 12)
+    with pytest.raises(ANSError, match="ran out"):
+        low.pop_stream(64, 12, _uniform_lookup(12))
+
+
+def test_a_decoder_stops_at_the_first_word_that_was_never_written():
+    msg, _, (cdf, data) = _bits_back_like_history()
+    raw = bytearray(msg.to_bytes())
+    lanes, top = 4, msg.tail.size
+    cut = bytes(raw[:5]) + np.uint32(0).tobytes() + bytes(raw[9:13 + 8 * lanes])  # no tail words
+    dec = Message.from_bytes(cut, seed=3, phantom_limit=msg.phantom_peak)
+    with pytest.raises(ANSError, match="ran out before decoding finished"):
+        for _ in range(top + 1):
+            dec.pop_stream(len(data), 12, table_lookup(cdf))
+    # Without the limit the same message decodes on into seeded words.
+    free = Message.from_bytes(cut, seed=3)
+    free.pop_stream(len(data), 12, table_lookup(cdf))
+
+
+def test_a_declared_peak_below_the_phantom_count_is_refused():
+    msg, _, _ = _bits_back_like_history()
+    with pytest.raises(ANSError, match="more than its peak"):
+        Message.from_bytes(msg.to_bytes(), seed=3, phantom_limit=msg.phantom_words - 1)

@@ -1,0 +1,341 @@
+"""Hostile archives: crafted from a real one, then re-signed so the trailing sha256 holds.
+
+Each case is (name, mutate) where mutate(header, payload) returns the new (header, payload)
+and may set `version`. Both the test suite (tests/test_hostile.py) and the long fuzz run
+(benchmarks/fuzz_archive.py) use this table; a case is refused when the CLI exits 3 or 4 with
+one line on stderr, quickly, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import lzma
+import random
+import struct
+
+from bbans import archive
+
+Case = tuple[str, "callable"]
+
+
+def resign(header, payload: bytes, version: int = archive.FORMAT_VERSION) -> bytes:
+    """Archive bytes around a header (a dict, or JSON text as it is) and a payload area."""
+    if not isinstance(header, (str, bytes)):
+        return archive.pack(header, [payload], version)
+    raw = header.encode() if isinstance(header, str) else header
+    head = lzma.compress(raw, format=lzma.FORMAT_RAW,
+                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT, "preset": 1}])
+    body = struct.pack("<6sHIIQ", archive.MAGIC, version, len(head), len(raw), len(payload)) + head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _model_entries(h):
+    return [e for e in h["entries"] if e["kind"] == "model"]
+
+
+def _first_model(h):
+    return _model_entries(h)[0]
+
+
+def _set_engine(key, value):
+    def f(h, p):
+        h["groups"][0]["engine"][key] = value
+        return h, p
+    return f
+
+
+def _set_group(key, value):
+    def f(h, p):
+        h["groups"][0][key] = value
+        return h, p
+    return f
+
+
+def _set_top(key, value):
+    def f(h, p):
+        h[key] = value
+        return h, p
+    return f
+
+
+def _set_stored_codec(h, p):
+    next(e for e in h["entries"] if e["kind"] == "stored")["data"]["codec"] = "zstd"
+    return h, p
+
+
+def _both(*fs):
+    def f(h, p):
+        for g in fs:
+            h, p = g(h, p)
+        return h, p
+    return f
+
+
+def _set_entry(key, value, kind="model"):
+    def f(h, p):
+        e = next(e for e in h["entries"] if e["kind"] == kind)
+        e[key] = value
+        return h, p
+    return f
+
+
+def _set_image(key, value):
+    def f(h, p):
+        _first_model(h)["image"][key] = value
+        return h, p
+    return f
+
+
+def _set_recipe(key, value, kind="png"):
+    def f(h, p):
+        e = next(e for e in _model_entries(h) if e.get("rebuild", {}).get("kind") == kind)
+        e["rebuild"][key] = value
+        return h, p
+    return f
+
+
+def _huge_image(h, p):
+    # A 4116x4088 image claimed by a few hundred bytes of payload.
+    e = _first_model(h)
+    g = h["groups"][e["group"]]
+    old = e["tiles"][1]
+    w, hh = 4116, 4088
+    new = -(-w // 28) * -(-hh // 28)
+    e["image"].update(width=w, height=hh)
+    e["rebuild"]["filters"] = [[0, hh]]
+    for x in _model_entries(h):
+        if x["group"] == e["group"] and x["tiles"][0] > e["tiles"][0]:
+            x["tiles"][0] += new - old
+    e["tiles"][1] = new
+    g["tiles"] += new - old
+    g["engine"]["batches"] = [[1, g["tiles"]]]
+    return h, p
+
+
+def _random_payload(h, p):
+    # Same length, random words: the decoder must stop at its first phantom word, not run on.
+    g = h["groups"][0]["payload"]
+    rng = random.Random(1)
+    start, n = g["offset"], g["length"]
+    head = p[start:start + 13]
+    body = bytes(rng.getrandbits(8) for _ in range(n - 13))
+    # Heads must stay in range so the message is well formed; only the words are random.
+    lanes = struct.unpack("<I", head[1:5])[0]
+    heads = b"".join(struct.pack("<Q", (1 << 31) | rng.getrandbits(31)) for _ in range(lanes))
+    body = heads + body[8 * lanes:]
+    return h, p[:start] + head + body + p[start + n:]
+
+
+def _huge_phantom_count(h, p):
+    g = h["groups"][0]["payload"]
+    s = g["offset"]
+    return h, p[:s + 9] + struct.pack("<I", (1 << 32) - 1) + p[s + 13:]
+
+
+def _deep_names(h, p):
+    for i in range(20):
+        h["entries"].append({"path": "/".join(["d"] * 50000) + str(i), "kind": "dir"})
+    return h, p
+
+
+def _long_name(h, p):
+    h["entries"].append({"path": "x" * 100000, "kind": "dir"})
+    return h, p
+
+
+def _lone_surrogate(h, p):
+    h["entries"].append({"path": "bad\ud800name", "kind": "dir"})
+    h["entries"].sort(key=lambda e: e["path"])
+    return h, p
+
+
+def _surrogate_link(h, p):
+    h["entries"].append({"path": "zz-link", "kind": "symlink", "target": "a\udfffb\ud800"})
+    return h, p
+
+
+def _v1_meta(value):
+    """A format-1 archive (no recipes, no frames blob) whose first image carries `value` as metadata."""
+    def f(h, p):
+        frames = h.pop("frames")
+        start, n = frames["offset"], frames["length"]
+        p = p[:start] + p[start + n:]
+        for e in h["entries"]:
+            if e["kind"] == "stored" and e["data"]["offset"] > start:
+                e["data"]["offset"] -= n
+            if e["kind"] == "model":
+                e.pop("rebuild")
+                e["sha256"] = e.pop("pixels_sha256")
+                e["image"]["meta"] = {}
+        _first_model(h)["image"]["meta"] = value
+        h["format"] = 1
+        return h, p
+    return f
+
+
+def _cut_payload(h, p):
+    """The group's rANS message with every tail word dropped and its header saying so: the
+    decoder's first renormalisation finds nothing to read."""
+    g = h["groups"][0]["payload"]
+    s, n = g["offset"], g["length"]
+    lanes = struct.unpack("<I", p[s + 1:s + 5])[0]
+    msg = p[s:s + 5] + struct.pack("<I", 0) + p[s + 9:s + 13 + 8 * lanes]
+    shift = n - len(msg)
+    g["length"] = len(msg)
+    if "frames" in h:
+        h["frames"]["offset"] -= shift
+    for e in h["entries"]:
+        if e["kind"] == "stored":
+            e["data"]["offset"] -= shift
+    return h, p[:s] + msg + p[s + n:]
+
+
+def _frames_claim(size):
+    def f(h, p):
+        h["frames"]["size"] = size
+        return h, p
+    return f
+
+
+def _wrong_filters(h, p):
+    e = next(e for e in _model_entries(h) if e.get("rebuild", {}).get("kind") == "png")
+    rows = e["image"]["height"]
+    e["rebuild"]["filters"] = [[4, rows]]
+    return h, p
+
+
+def _header_not_object(h, p):
+    return [h], p
+
+
+def _nested_json(h, p):
+    text = json.dumps(h)
+    return text[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}", p
+
+
+def _swap_groups_model(h, p):
+    h["groups"][0]["model"] = "cifar10"
+    return h, p
+
+
+CASES: list[Case] = [
+    ("huge image from a tiny payload", _huge_image),
+    ("K of 100,000 steps", _set_engine("K", 100000)),
+    ("K changed to 3", _set_engine("K", 3)),
+    ("prior and posterior precision 24", _both(_set_engine("prior_prec", 24), _set_engine("q_prec", 24))),
+    ("posterior precision below the prior's", _set_engine("q_prec", 4)),
+    ("observation precision 3", _set_engine("obs_prec", 3)),
+    ("1,024 threads", _set_engine("threads", 1024)),
+    ("batch size a million", _set_engine("batch_size", 1 << 20)),
+    ("batches that do not cover the tiles", _set_engine("batches", [[1, 1]])),
+    ("batch larger than any allowed", _set_engine("batches", [[5000, 1]])),
+    ("lanes as a string", _set_engine("lanes", "8")),
+    ("dtype float16", _set_engine("dtype", "float16")),
+    ("dtype a number", _set_engine("dtype", 5)),
+    ("K-step rate a string", _set_engine("lr", "fast")),
+    ("K-step rate infinite", _set_engine("lr", 1e309)),
+    ("K-step rate negative", _set_engine("lr", -1.0)),
+    ("device tpu", _set_engine("device", "tpu")),
+    ("unknown engine setting", _set_engine("turbo", True)),
+    ("engine not an object", _set_group("engine", [1])),
+    ("model of another kind", _swap_groups_model),
+    ("model hash a number", _set_group("model_hash", 5)),
+    ("coded_dims a string", _set_group("coded_dims", "many")),
+    ("neg_elbo_bits a list", _set_group("neg_elbo_bits", [1])),
+    ("versions a list", _set_group("versions", ["torch"])),
+    ("random payload words", _random_payload),
+    ("phantom count 2**32-1", _huge_phantom_count),
+    ("payload cut to its heads", _cut_payload),
+    ("20 names of 50,000 components", _deep_names),
+    ("a 100,000-character name", _long_name),
+    ("a lone surrogate in a name", _lone_surrogate),
+    ("a lone surrogate in a link target", _surrogate_link),
+    ("image width a float", _set_image("width", 28.0)),
+    ("image height negative", _set_image("height", -28)),
+    ("image mode CMYK", _set_image("mode", "CMYK")),
+    ("image format JPEG", _set_image("format", "JPEG")),
+    ("est_bits a string", _set_entry("est_bits", "lots")),
+    ("checksum a number", _set_entry("sha256", 12345)),
+    ("checksum wrong", _set_entry("sha256", "0" * 16)),
+    ("pixel checksum wrong", _set_entry("pixels_sha256", "0" * 16)),
+    ("perm a string", _set_entry("perm", "rwx")),
+    ("mtime beyond any clock", _set_entry("mtime_ns", 1 << 70)),
+    ("size negative", _set_entry("size", -1)),
+    ("tiles a string", _set_entry("tiles", "all")),
+    ("recipe kind unknown", _set_recipe("kind", "gif")),
+    ("recipe zlib level 10", _set_recipe("zlib", {"level": 10, "wbits": 15, "mem": 8, "strategy": 0})),
+    ("recipe zlib settings a string", _set_recipe("zlib", "default")),
+    ("recipe filter type 9", _set_recipe("filters", [[9, 28]])),
+    ("recipe filters short of the rows", _set_recipe("filters", [[0, 3]])),
+    ("recipe filters of another type", _wrong_filters),
+    ("recipe IDAT lengths a gigabyte", _set_recipe("idat", [[1 << 30, 1]])),
+    ("recipe split past its frame", _set_recipe("split", 1 << 20)),
+    ("recipe frame out of order", lambda h, p: _set_recipe("frame", [1, _first_model(h)["rebuild"]["frame"][1]])(h, p)),
+    ("recipe raster stride huge", _set_recipe("stride", 1 << 30, kind="raster")),
+    ("recipe raster layout BGR for a grey image", _set_recipe("layout", "BGR", kind="raster")),
+    ("frames blob declaring a gigabyte", _frames_claim(1 << 30)),
+    ("frames blob one byte short", lambda h, p: _frames_claim(h["frames"]["size"] - 1)(h, p)),
+    ("format-1 metadata dpi a string", _v1_meta({"dpi": "300"})),
+    ("format-1 metadata icc a number", _v1_meta({"icc": 5})),
+    ("format-1 metadata icc not base64", _v1_meta({"icc": "%%%"})),
+    ("format-1 metadata text of numbers", _v1_meta({"text": [[1, 2, 3]]})),
+    ("format-1 metadata transparency a dict", _v1_meta({"transparency": {"a": 1}})),
+    ("format-1 metadata unknown key", _v1_meta({"xmp": "x"})),
+    ("format-1 metadata not an object", _v1_meta([1, 2])),
+    ("header an array", _header_not_object),
+    ("JSON nested 100,000 deep", _nested_json),
+    ("created_by a string", _set_top("created_by", "me")),
+    ("device class a number", _set_top("device", 7)),
+    ("entries an object", _set_top("entries", {})),
+    ("stored entry declaring a gigabyte", _set_entry("size", 1 << 30, kind="stored")),
+    ("stored entry codec unknown", _set_stored_codec),
+]
+
+
+def lzma_bomb_header() -> bytes:
+    """An archive whose header is 65 MiB of JSON (valid, whitespace-padded) in a few KiB."""
+    return resign(b'{"entries":[],"format":2,"groups":[]' + b" " * (65 << 20) + b"}", b"")
+
+
+def crafted(base: bytes, mutate) -> bytes:
+    version, header, payload = archive.unpack(base)
+    h, p = mutate(copy.deepcopy(header), payload)
+    if isinstance(h, dict) and h.get("format") == 1:
+        version = 1
+    return resign(h, p, version)
+
+
+# ---- mutation fuzzing ----------------------------------------------------------------------------
+
+_ODD_VALUES = [None, True, -1, 0, 1 << 40, 1.5, 1e300, "", "x" * 300, "\ud800", [], {}, [1, 2], {"a": 1}]
+
+
+def _paths(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:8]):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+def mutations(base: bytes, n: int, seed: int = 0):
+    """n archives, each with one field of the header replaced by an odd value, re-signed."""
+    rng = random.Random(seed)
+    version, header, payload = archive.unpack(base)
+    paths = list(_paths(header))
+    for i in range(n):
+        h = copy.deepcopy(header)
+        path = rng.choice(paths)
+        node = h
+        for k in path[:-1]:
+            node = node[k]
+        value = rng.choice(_ODD_VALUES)
+        if rng.random() < 0.3 and isinstance(node[path[-1]], int) and not isinstance(node[path[-1]], bool):
+            value = node[path[-1]] + rng.choice([-1, 1, 1 << 20, -(1 << 20)])
+        node[path[-1]] = value
+        yield f"field {'/'.join(map(str, path))} = {str(value)[:40]!r}", resign(h, payload, version)

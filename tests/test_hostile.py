@@ -1,0 +1,116 @@
+"""Hostile archives are refused in one line, quickly, and leave nothing written.
+
+The cases live in tests/hostile.py (shared with benchmarks/fuzz_archive.py, the long run):
+each is a real archive taken apart, one field or payload changed, and re-signed so that the
+trailing checksum holds and only the reader's own checks stand in the way.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import hostile
+from bbans import archive
+
+TREE = Path(__file__).parent / "fixtures" / "tree"
+SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def base() -> bytes:
+    """Two black-and-white images coded by the paper's small MLP (a PNG and a PBM) and a stored
+    text file: every kind of entry and recipe, decoded in well under a second."""
+    data, _ = archive.create([str(TREE / "binary" / "b0.png"), str(TREE / "binary" / "b1.pbm"),
+                              str(TREE / "notes.txt")], archive.Options(model="binary-mnist"))
+    kinds = sorted((e["kind"], e.get("rebuild", {}).get("kind")) for e in archive.unpack(data)[1]["entries"])
+    assert kinds == [("model", "png"), ("model", "raster"), ("stored", None)]
+    return data
+
+
+def _refused(bbans_main, tmp_path, data: bytes, command: str) -> tuple[int, str, float]:
+    bad = tmp_path / "bad.bb"
+    bad.write_bytes(data)
+    args = ("decompress", bad, "-o", tmp_path / "out") if command == "decompress" else ("info", bad)
+    t = time.perf_counter()
+    code, _, err = bbans_main(*args)
+    elapsed = time.perf_counter() - t
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bb"], "something was left written"
+    return code, err, elapsed
+
+
+def test_the_base_archive_itself_decodes(bbans_main, tmp_path, base):
+    (tmp_path / "a.bb").write_bytes(base)
+    assert bbans_main("decompress", tmp_path / "a.bb", "-o", tmp_path / "out")[0] == 0
+    for name in ("b0.png", "b1.pbm", "notes.txt"):
+        src = (TREE / "binary" / name) if name != "notes.txt" else TREE / name
+        assert (tmp_path / "out" / name).read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("name,mutate", hostile.CASES, ids=[c[0] for c in hostile.CASES])
+def test_hostile_archive_is_refused_in_one_line_quickly(bbans_main, tmp_path, base, name, mutate):
+    code, err, elapsed = _refused(bbans_main, tmp_path, hostile.crafted(base, mutate), "decompress")
+    assert code in (3, 4), err
+    assert err.count("\n") == 1 and err.startswith("bbans: error: "), err
+    assert "unexpected" not in err, err  # refused by a check that names the problem
+    assert elapsed < SECONDS, f"{elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("name,mutate", hostile.CASES, ids=[c[0] for c in hostile.CASES])
+def test_info_on_a_hostile_archive_never_shows_a_traceback(bbans_main, tmp_path, base, name, mutate):
+    code, err, _ = _refused(bbans_main, tmp_path, hostile.crafted(base, mutate), "info")
+    assert code in (0, 3), err  # payload-level lies only show when decoding
+
+
+def test_a_header_expanding_to_65_mib_is_refused_before_it_is_decompressed(bbans_main, tmp_path):
+    code, err, elapsed = _refused(bbans_main, tmp_path, hostile.lzma_bomb_header(), "decompress")
+    assert code == 3 and "header declares" in err
+    assert elapsed < 2.0
+
+
+def test_a_payload_without_its_words_stops_at_the_first_phantom_word(base):
+    data = hostile.crafted(base, hostile._cut_payload)
+    with archive.Reader(data) as r, pytest.raises(archive.MismatchError, match="ran out before decoding finished"):
+        list(archive.decode_entries(r))
+
+
+@pytest.mark.parametrize("i", range(40))
+def test_mutated_field_is_refused_or_decodes_to_the_same_files(bbans_main, tmp_path, base, i):
+    name, data = list(hostile.mutations(base, 40, seed=7))[i]
+    bad = tmp_path / "bad.bb"
+    bad.write_bytes(data)
+    t = time.perf_counter()
+    code, _, err = bbans_main("decompress", bad, "-o", tmp_path / "out")
+    assert time.perf_counter() - t < SECONDS, name
+    assert "Traceback" not in err and "unexpected" not in err, (name, err)
+    if code == 0:  # an informative field: the files must still be exactly the originals
+        for src in (TREE / "binary" / "b0.png", TREE / "binary" / "b1.pbm", TREE / "notes.txt"):
+            assert (tmp_path / "out" / src.name).read_bytes() == src.read_bytes(), name
+    else:
+        assert code in (3, 4), (name, err)
+        assert not (tmp_path / "out").exists()
+
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "format1" / "made-by-e3c4bb4.bb"
+FORMAT1_SOURCES = {"b0.png": TREE / "binary" / "b0.png", "d0.png": TREE / "digits" / "d0.png",
+                   "d1.pgm": TREE / "digits" / "d1.pgm", "c0.png": TREE / "colour" / "c0.png",
+                   "notes.txt": TREE / "notes.txt"}
+
+
+def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp_path):
+    """Made by the last format-1 bbans (commit e3c4bb4) from fixture files, with the bundled models."""
+    import numpy as np
+    from PIL import Image
+
+    assert bbans_main("decompress", FORMAT1, "-o", tmp_path / "out")[0] == 0
+    for name, src in FORMAT1_SOURCES.items():
+        got = tmp_path / "out" / name
+        if name.endswith(".txt"):
+            assert got.read_bytes() == src.read_bytes()
+            continue
+        a, b = Image.open(src), Image.open(got)
+        assert (a.format, a.mode, a.size) == (b.format, b.mode, b.size)
+        assert np.array_equal(np.asarray(a), np.asarray(b))
