@@ -1,0 +1,208 @@
+"""Every byte comes back: model-coded files are rebuilt byte for byte from their pixels, and a
+file no recipe reproduces is stored, never changed."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from bbans import archive, images, rebuild
+from conftest import flushed_deflate, png_chunks, redeflated, save, with_chunks
+
+TREE = Path(__file__).parent / "fixtures" / "tree"
+DIGIT = (TREE / "digits" / "d0.png").read_bytes()
+
+
+def _grey(h=28, w=28, seed=0):
+    rng = np.random.default_rng(seed)
+    smooth = np.add.outer(np.arange(h), np.arange(w)) * 4 + rng.integers(0, 30, (h, w))
+    return Image.fromarray((smooth % 256).astype(np.uint8))
+
+
+def _rgb(h=20, w=33, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _round_trip(tmp_path, files: dict[str, bytes], model="mnist") -> tuple[dict, dict]:
+    """Compress files with the small bundled models, decompress; (restored bytes, entries by name)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    data, _ = archive.create([str(src)], archive.Options(model=model))
+    (tmp_path / "a.bb").write_bytes(data)
+    archive.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
+    entries = {e["path"]: e for e in archive.unpack(data)[1]["entries"]}
+    return {n: (tmp_path / "out" / n).read_bytes() for n in files}, entries
+
+
+def _rebuilds(data: bytes) -> bool:
+    p = images.probe(data)
+    return bool(p.routes) and p.recipe is not None
+
+
+# ---- what used to be lost --------------------------------------------------------------------
+
+
+def test_png_chunks_nobody_reads_and_data_after_iend_come_back_byte_identical(tmp_path):
+    odd = with_chunks(DIGIT, before_idat=[(b"prVt", b"private"), (b"sBIT", b"\x08"), (b"tIME", bytes(7))],
+                      after_idat=[(b"tEXt", b"k\x00v"), (b"zzZz", b"")], trailer=b"PK\x03\x04 a zip after IEND" * 20)
+    back, entries = _round_trip(tmp_path, {"odd.png": odd})
+    assert back["odd.png"] == odd
+    assert entries["odd.png"]["kind"] == "model"
+
+
+def test_pgm_comments_and_trailing_bytes_come_back_byte_identical(tmp_path):
+    px = np.asarray(_grey())
+    pgm = b"P5\n# made by hand\n28   28\n# a second comment\n255\n" + px.tobytes() + b"\ntrailing text\n"
+    back, entries = _round_trip(tmp_path, {"c.pgm": pgm})
+    assert back["c.pgm"] == pgm and entries["c.pgm"]["kind"] == "model"
+
+
+def test_bmp_trailing_bytes_come_back_byte_identical(tmp_path):
+    bmp = save(_grey(), "BMP") + b"\x00\x01 trailer"
+    back, entries = _round_trip(tmp_path, {"t.bmp": bmp})
+    assert back["t.bmp"] == bmp and entries["t.bmp"]["kind"] == "model"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "PPM"])
+@pytest.mark.parametrize("mode", ["1", "L", "RGB"])
+def test_every_format_and_mode_a_model_codes_is_rebuilt_byte_for_byte(fmt, mode):
+    img = _rgb(13, 30).convert(mode)
+    data = save(img, fmt)
+    p = images.probe(data)
+    assert p.recipe is not None, p.reason
+    assert rebuild.rebuild(p.pixels, p.recipe, p.frame) == data
+
+
+# ---- which writers' PNGs are reproduced ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw", [{}, {"compress_level": 0}, {"compress_level": 1}, {"compress_level": 3},
+                                {"compress_level": 9}, {"optimize": True}])
+def test_pillow_pngs_at_every_setting_are_model_coded_and_rebuilt(kw):
+    for img in (_grey(), _rgb(), _grey().convert("1")):
+        assert _rebuilds(save(img, "PNG", **kw)), kw
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_libpng_pngs_are_model_coded_and_rebuilt(level):
+    imagecodecs = pytest.importorskip("imagecodecs")
+    for arr in (np.asarray(_grey()), np.asarray(_rgb())):
+        assert _rebuilds(imagecodecs.png_encode(arr, level=level)), level
+
+
+@pytest.mark.parametrize("strategy", [zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE,
+                                      zlib.Z_FIXED])
+@pytest.mark.parametrize("mem", [1, 8, 9])
+def test_any_zlib_strategy_and_memory_level_is_found(strategy, mem):
+    def deflate(raw):
+        c = zlib.compressobj(7, zlib.DEFLATED, 12, mem, strategy)
+        return c.compress(raw) + c.flush()
+
+    assert _rebuilds(redeflated(save(_rgb(), "PNG"), deflate, idat_size=100))
+
+
+def test_a_png_from_a_deflater_no_zlib_setting_reproduces_is_stored_as_it_is(tmp_path):
+    odd = redeflated(save(_grey(), "PNG"), flushed_deflate)
+    p = images.probe(odd)
+    assert p.routes == () and "no zlib setting reproduces" in p.reason
+    back, entries = _round_trip(tmp_path, {"f.png": odd})
+    assert back["f.png"] == odd and entries["f.png"]["kind"] == "stored"
+
+
+def test_a_bmp_with_nonzero_row_padding_is_stored_as_it_is():
+    bmp = bytearray(save(_grey(5, 5), "BMP"))  # 5-byte rows padded to 8
+    off = int.from_bytes(bmp[10:14], "little")
+    bmp[off + 6] = 0xAA
+    p = images.probe(bytes(bmp))
+    assert p.routes == () and "rebuilt file differs" in p.reason
+
+
+def test_a_png_with_a_wrong_idat_crc_is_stored_as_it_is():
+    chunks = png_chunks(DIGIT)
+    data = bytearray(DIGIT)
+    at = DIGIT.index(b"IDAT") + 4 + len(next(b for t, b in chunks if t == b"IDAT"))
+    data[at] ^= 0xFF
+    p = images.probe(bytes(data))
+    assert p.recipe is None and p.routes == ()
+
+
+def test_keep_pixels_still_model_codes_what_cannot_be_rebuilt(tmp_path):
+    odd = redeflated(save(_grey(), "PNG"), flushed_deflate)
+    src = tmp_path / "f.png"
+    src.write_bytes(odd)
+    data, _ = archive.create([str(src)], archive.Options(model="mnist", keep="pixels"))
+    (e,) = archive.unpack(data)[1]["entries"]
+    assert e["kind"] == "model" and "rebuild" not in e
+    with archive.Reader(data) as r:
+        (d,) = list(archive.decode_entries(r))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(d.data))), np.asarray(Image.open(io.BytesIO(odd))))
+
+
+# ---- the filters -----------------------------------------------------------------------------
+
+
+def _unfilter(filtered: bytes, h: int, n: int, bpp: int) -> np.ndarray:
+    """The PNG specification's reconstruction, one byte at a time (the reference)."""
+    rows = np.zeros((h, n), np.int64)
+    for y in range(h):
+        t, line = filtered[y * (n + 1)], filtered[y * (n + 1) + 1:(y + 1) * (n + 1)]
+        for x in range(n):
+            a = rows[y, x - bpp] if x >= bpp else 0
+            b = rows[y - 1, x] if y else 0
+            c = rows[y - 1, x - bpp] if y and x >= bpp else 0
+            if t == 0:
+                pred = 0
+            elif t == 1:
+                pred = a
+            elif t == 2:
+                pred = b
+            elif t == 3:
+                pred = (a + b) // 2
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+            rows[y, x] = (line[x] + pred) % 256
+    return rows.astype(np.uint8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.sampled_from([1, 3]), st.integers(0, 2**32 - 1))
+def test_vectorised_filters_invert_under_the_reference_reconstruction(h, w, bpp, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 256, (h, w * bpp), dtype=np.uint8)
+    types = rng.integers(0, 5, h).astype(np.uint8)
+    filtered = rebuild.filter_rows(rows, types, bpp)
+    assert np.array_equal(_unfilter(filtered, h, w * bpp, bpp), rows)
+
+
+# ---- decoding checks the bytes ---------------------------------------------------------------
+
+
+def test_a_rebuild_that_differs_on_decoding_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    src = tmp_path / "d.png"
+    src.write_bytes(DIGIT)
+    data, _ = archive.create([str(src)], archive.Options(model="mnist"))
+    real = rebuild.rebuild
+    monkeypatch.setattr(rebuild, "rebuild", lambda *a: real(*a)[:-1] + b"X")
+    with archive.Reader(data) as r, pytest.raises(archive.MismatchError, match="d.png: the rebuilt file does not"):
+        list(archive.decode_entries(r))
+
+
+def test_verify_compares_whole_files_with_their_inputs(tmp_path, monkeypatch):
+    src = tmp_path / "d.png"
+    src.write_bytes(DIGIT)
+    data, rep = archive.create([str(src)], archive.Options(model="mnist"))
+    assert archive.verify(data, expect=rep["sha256"]) == 1
+    wrong = {"d.png": "0" * 64}
+    with pytest.raises(archive.MismatchError, match="does not give back the input file's bytes"):
+        archive.verify(data, expect=wrong)
