@@ -7,7 +7,7 @@ trailing bytes), and the pixel data is described by a small *recipe* that regene
 exactly:
 
 - PNG: each row's filter type, the zlib settings (level, window, memory level, strategy) that
-  reproduce the IDAT stream, and the IDAT chunk lengths. Most PNG writers use zlib with one of
+  reproduce the IDAT stream, its 2-byte header as written, and the IDAT chunk lengths. Most PNG writers use zlib with one of
   a handful of settings; which one is found by trial, each trial abandoned at its first byte
   that differs.
 - PNM (binary), BMP (uncompressed), TIFF (uncompressed, strips in order): the raster's offset,
@@ -213,45 +213,53 @@ def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
 
 
 def _zlib_candidates(cmf: int, flg: int):
-    """zlib settings whose stream header would read (cmf, flg), likeliest first."""
+    """zlib settings whose stream header would read (cmf, flg), likeliest first.
+
+    The window is tried from the header's own size up to 32 KiB: libpng deflates with one
+    window and then lowers the header's window field to the smallest that covers the image,
+    so the header can name a smaller window than the one that made the stream."""
     if cmf & 0x0F != 8 or flg & 0x20 or (cmf * 256 + flg) % 31:
         return
-    wbits = (cmf >> 4) + 8
-    if wbits > 15:
+    if (cmf >> 4) + 8 > 15:
         return
+    windows = list(range(max((cmf >> 4) + 8, 9), 16))
     flevel = flg >> 6
     levels = {0: (1, 0), 1: (5, 4, 3, 2), 2: (6,), 3: (9, 7, 8)}[flevel]
     mems = (8, 9, 7, 6, 5, 4, 3, 2, 1)
     strategies = (0, 1, 4) if flevel else (0, 1, 2, 3, 4)
-    for level in levels:
-        for strategy in strategies:
-            for mem in mems:
-                yield {"level": level, "wbits": wbits, "mem": mem, "strategy": strategy}
-    if flevel == 0:  # huffman-only and rle write FLEVEL 0 at any level
-        for strategy in (2, 3):
-            for mem in mems:
-                yield {"level": 6, "wbits": wbits, "mem": mem, "strategy": strategy}
+    for wbits in windows:
+        for level in levels:
+            for strategy in strategies:
+                for mem in mems:
+                    yield {"level": level, "wbits": wbits, "mem": mem, "strategy": strategy}
+        if flevel == 0:  # huffman-only and rle write FLEVEL 0 at any level
+            for strategy in (2, 3):
+                for mem in mems:
+                    yield {"level": 6, "wbits": wbits, "mem": mem, "strategy": strategy}
 
 
 def deflate(raw: bytes, z: dict) -> bytes:
     c = zlib.compressobj(z["level"], zlib.DEFLATED, z["wbits"], z["mem"], z["strategy"])
-    return c.compress(raw) + c.flush()
+    out = c.compress(raw) + c.flush()
+    return bytes(z["header"]) + out[2:]
 
 
 def _reproduces(raw: bytes, stream: bytes, z: dict) -> bool:
-    """Does deflating `raw` with `z` give exactly `stream`? Gives up at the first differing byte."""
+    """Does deflating `raw` with `z` give exactly `stream` after its 2-byte header? Gives up at
+    the first byte that differs."""
     try:
         c = zlib.compressobj(z["level"], zlib.DEFLATED, z["wbits"], z["mem"], z["strategy"])
     except (ValueError, zlib.error):
         return False
-    pos = 0
+    pos, skip = 0, 2
     for i in range(0, len(raw), _CHUNK):
         out = c.compress(raw[i:i + _CHUNK])
-        if out != stream[pos:pos + len(out)]:
+        if out[skip:] != stream[pos + skip:pos + len(out)]:
             return False
+        skip = max(0, skip - len(out))
         pos += len(out)
     out = c.flush()
-    return out == stream[pos:] and pos + len(out) == len(stream)
+    return out[skip:] == stream[pos + skip:] and pos + len(out) == len(stream)
 
 
 def find_zlib(raw: bytes, stream: bytes) -> dict:
@@ -259,7 +267,7 @@ def find_zlib(raw: bytes, stream: bytes) -> dict:
         raise NoPlan("empty IDAT stream")
     for z in _zlib_candidates(stream[0], stream[1]):
         if _reproduces(raw, stream, z):
-            return z
+            return {**z, "header": [stream[0], stream[1]]}
     raise NoPlan("no zlib setting reproduces its IDAT stream")
 
 

@@ -206,9 +206,11 @@ def _check_recipe(rec, img: dict, what: str) -> tuple[int, int]:
         need(rec.get("mode") == mode, f"{what}: recipe mode")
         need(is_int(rec.get("split")) and rec["split"] <= frame[1], f"{what}: recipe split")
         z = rec.get("zlib")
-        need(isinstance(z, dict) and set(z) == {"level", "wbits", "mem", "strategy"}
+        need(isinstance(z, dict) and set(z) == {"level", "wbits", "mem", "strategy", "header"}
              and is_int(z["level"], 0, 9) and is_int(z["wbits"], 9, 15) and is_int(z["mem"], 1, 9)
-             and z["strategy"] in rebuild.ZLIB_STRATEGIES and is_int(z["strategy"]), f"{what}: recipe zlib settings")
+             and z["strategy"] in rebuild.ZLIB_STRATEGIES and is_int(z["strategy"])
+             and isinstance(z["header"], list) and len(z["header"]) == 2 and all(is_int(b, 0, 255) for b in z["header"])
+             and (z["header"][0] * 256 + z["header"][1]) % 31 == 0, f"{what}: recipe zlib settings")
         for key, lo, hi, total in (("filters", 0, 4, h), ("idat", 0, (1 << 31) - 1, None)):
             runs = rec.get(key)
             need(isinstance(runs, list) and len(runs) <= max(h, 1) + 1 and all(

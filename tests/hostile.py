@@ -265,7 +265,7 @@ CASES: list[Case] = [
     ("size negative", _set_entry("size", -1)),
     ("tiles a string", _set_entry("tiles", "all")),
     ("recipe kind unknown", _set_recipe("kind", "gif")),
-    ("recipe zlib level 10", _set_recipe("zlib", {"level": 10, "wbits": 15, "mem": 8, "strategy": 0})),
+    ("recipe zlib level 10", _set_recipe("zlib", {"level": 10, "wbits": 15, "mem": 8, "strategy": 0, "header": [120, 156]})),
     ("recipe zlib settings a string", _set_recipe("zlib", "default")),
     ("recipe filter type 9", _set_recipe("filters", [[9, 28]])),
     ("recipe filters short of the rows", _set_recipe("filters", [[0, 3]])),
