@@ -718,6 +718,8 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
                     share = 8 * g["payload"]["length"] * (dims / gd if gd else 0)
                 row["coded_bytes"] = share / 8
                 row["how"] = g["model"]
+                if "rebuild" not in e:
+                    row["why"] = "restored as a rewrite: same pixels, mode, size and metadata, not the same bytes"
             else:
                 row["coded_bytes"] = e["data"]["length"]
                 row["how"] = e["data"]["codec"]

@@ -485,3 +485,51 @@ def test_process_exit_codes_and_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "bbans", "compress", str(src), "-o", str(bb), "--model", "none"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "use -f" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---- every byte: inputs are never overwritten, links never lead out ---------------------------
+
+
+def test_compressing_a_file_onto_itself_is_refused_even_with_force(bbans_main, tmp_path):
+    src = tmp_path / "a.png"
+    shutil.copy(TREE / "digits" / "d0.png", src)
+    before = src.read_bytes()
+    code, _, err = bbans_main("compress", src, "-o", src, "-f")
+    assert code == 1 and "is one of the inputs" in err
+    assert src.read_bytes() == before
+
+
+def test_an_output_inside_an_input_folder_that_exists_is_refused_even_with_force(bbans_main, tmp_path):
+    src = tmp_path / "d"
+    shutil.copytree(TREE / "digits", src)
+    before = (src / "d0.png").read_bytes()
+    code, _, err = bbans_main("compress", src, "-o", src / "d0.png", "-f")
+    assert code == 1 and "is one of the inputs" in err
+    assert (src / "d0.png").read_bytes() == before
+    assert sorted(p.name for p in src.iterdir()) == sorted(p.name for p in (TREE / "digits").iterdir())
+
+
+def test_a_new_archive_inside_an_input_folder_is_written_and_not_read(bbans_main, tmp_path, no_models):
+    src = tmp_path / "d"
+    shutil.copytree(TREE / "digits", src)
+    assert bbans_main("compress", src, "-o", src / "new.bb", "-q")[0] == 0
+    with archive.Reader(str(src / "new.bb")) as r:
+        assert "new.bb" not in {e["path"] for e in r.entries}
+
+
+def test_a_link_that_resolves_outside_through_a_link_already_there_is_not_restored(bbans_main, tmp_path, no_models):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("x")
+    os.symlink("up/secret", src / "via")  # lexically inside: up/secret
+    (tmp_path / "a.bb").write_bytes(archive.create([str(src)], archive.Options(model="none"))[0])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "up")  # the user's own link, leading out of the folder
+    code, _, err = bbans_main("decompress", tmp_path / "a.bb", "-o", out)
+    assert code == 0
+    assert "resolves outside the output folder" in err
+    assert not os.path.lexists(out / "via")
+    assert (out / "f.txt").read_text() == "x"
