@@ -597,20 +597,16 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
                 "phantom_peak": int(stats["phantom_peak"]),
             })
 
-    # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them.
-    frames: list[bytes] = []
-    frame_at = 0
-    frame_ref: dict[str, list[int]] = {}
-    for path in sorted(tile_plan):
-        pr = probes[path]
-        if pr.recipe is not None:
-            frame_ref[path] = [frame_at, len(pr.frame)]
-            frames.append(pr.frame)
-            frame_at += len(pr.frame)
+    # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them, in
+    # entry order (each recipe records only its frame's length).
+    frames = [probes[p].frame for p in sorted(tile_plan) if probes[p].recipe is not None]
     frames_entry = None
     if frames:
+        import zlib
+
         blob, spec = store(b"".join(frames))
-        frames_entry = {**blobs.add(blob), **spec, "size": frame_at}
+        frames_entry = {**blobs.add(blob), **spec, "size": sum(map(len, frames)),
+                        "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
 
     stored_n = 0
     n_stored_total = sum(1 for i in files if i.path not in tile_plan)
@@ -635,12 +631,14 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
             e["tiles"] = [start, count]
             e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
             e["sha256"] = checksum(data)
-            e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
             if pr.recipe is not None:
-                e["rebuild"] = {**pr.recipe, "frame": frame_ref[item.path]}
+                # The rebuilt file's checksum covers its pixels too.
+                e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
             else:
+                e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
                 e["image"]["meta"] = pr.meta
-            e["est_bits"] = int(round(est_bits[item.path]))
+            # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
+            e["est_bits"] = max(0, int(round(est_bits[item.path])))
         else:
             progress("storing", stored_n, n_stored_total)
             stored_n += 1
@@ -830,6 +828,8 @@ def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[D
             frames = b"".join(unstore_chunks(r.blob(spec), spec, spec["size"]))
         except ArchiveError as exc:
             raise ArchiveError(f"{r.name}: frames: {exc}") from None
+    zlib_version = (r.header.get("frames") or {}).get("zlib_version")
+    frame_at = 0
     for e in r.entries:
         if e["kind"] == "model":
             gi = e["group"]
@@ -838,12 +838,14 @@ def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[D
             model = r.groups[gi]["model"]
             arr = images.untile(groups[gi][start:start + count], img["width"], img["height"])
             pixels = images.from_model(arr, img["mode"], model)
-            want = e["pixels_sha256"] if r.version >= 2 else e["sha256"]
-            if images.pixel_sha256(pixels)[:CHECKSUM_HEX] != want:
-                raise MismatchError(f"{e['path']}: decoded pixels do not match their checksum")
             if "rebuild" in e:
-                data = _rebuilt(e, pixels, frames)
+                n = e["rebuild"]["frame"]
+                data = _rebuilt(e, pixels, frames[frame_at:frame_at + n], zlib_version)
+                frame_at += n
             else:
+                want = e["pixels_sha256"] if r.version >= 2 else e["sha256"]
+                if images.pixel_sha256(pixels)[:CHECKSUM_HEX] != want:
+                    raise MismatchError(f"{e['path']}: decoded pixels do not match their checksum")
                 try:
                     data = images.encode(pixels, img["mode"], img["format"], img.get("meta", {}))
                 except Exception as exc:  # validated fields Pillow still refuses: the archive's fault
@@ -858,20 +860,18 @@ def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[D
             yield Decoded(e)
 
 
-def _rebuilt(e: dict, pixels: np.ndarray, frames: bytes) -> bytes:
+def _rebuilt(e: dict, pixels: np.ndarray, frame: bytes, zlib_version: str | None) -> bytes:
     """The original file of a model entry, from its pixels, recipe and frame; checked."""
     import zlib
 
-    rec = e["rebuild"]
-    off, n = rec["frame"]
     try:
-        data = rebuild.rebuild(pixels, rec, frames[off:off + n])
+        data = rebuild.rebuild(pixels, e["rebuild"], frame)
     except rebuild.NoPlan as exc:
         raise MismatchError(f"{e['path']}: cannot be rebuilt ({exc})") from None
     if checksum(data) != e["sha256"]:
-        made = rec.get("zlib_version")
         here = zlib.ZLIB_RUNTIME_VERSION
-        why = f" (deflated with zlib {made} there, {here} here)" if made and made != here else ""
+        why = (f"; it was deflated with zlib {zlib_version} there, {here} here"
+               if e["rebuild"]["kind"] == "png" and zlib_version and zlib_version != here else "")
         raise MismatchError(f"{e['path']}: the rebuilt file does not match its checksum{why}")
     return data
 

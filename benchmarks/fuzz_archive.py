@@ -65,8 +65,9 @@ def run_case(data: bytes, work: Path, limit: float) -> dict:
             problem = "refused but left files behind"
     elif code == 0:
         for src in SOURCES:
-            if (out / src.name).read_bytes() != src.read_bytes():
-                problem = f"exit 0 but {src.name} differs"
+            got = out / src.name
+            if not got.is_file() or got.read_bytes() != src.read_bytes():
+                problem = f"exit 0 but {src.name} is missing or differs"
     else:
         problem = f"exit {code}"
     shutil.rmtree(case_dir, ignore_errors=True)

@@ -167,7 +167,6 @@ def _v1_meta(value):
                 e["data"]["offset"] -= n
             if e["kind"] == "model":
                 e.pop("rebuild")
-                e["sha256"] = e.pop("pixels_sha256")
                 e["image"]["meta"] = {}
         _first_model(h)["image"]["meta"] = value
         h["format"] = 1
@@ -259,7 +258,6 @@ CASES: list[Case] = [
     ("est_bits a string", _set_entry("est_bits", "lots")),
     ("checksum a number", _set_entry("sha256", 12345)),
     ("checksum wrong", _set_entry("sha256", "0" * 16)),
-    ("pixel checksum wrong", _set_entry("pixels_sha256", "0" * 16)),
     ("perm a string", _set_entry("perm", "rwx")),
     ("mtime beyond any clock", _set_entry("mtime_ns", 1 << 70)),
     ("size negative", _set_entry("size", -1)),
@@ -270,9 +268,11 @@ CASES: list[Case] = [
     ("recipe filter type 9", _set_recipe("filters", [[9, 28]])),
     ("recipe filters short of the rows", _set_recipe("filters", [[0, 3]])),
     ("recipe filters of another type", _wrong_filters),
-    ("recipe IDAT lengths a gigabyte", _set_recipe("idat", [[1 << 30, 1]])),
+    ("recipe IDAT chunk size beyond 2**31", _set_recipe("idat", 1 << 40)),
+    ("recipe IDAT chunk size a list", _set_recipe("idat", [[100, 1]])),
     ("recipe split past its frame", _set_recipe("split", 1 << 20)),
-    ("recipe frame out of order", lambda h, p: _set_recipe("frame", [1, _first_model(h)["rebuild"]["frame"][1]])(h, p)),
+    ("recipe frame longer than the frames blob", lambda h, p: _set_recipe("frame", h["frames"]["size"] + 1)(h, p)),
+    ("recipe frame a pair", _set_recipe("frame", [0, 10])),
     ("recipe raster stride huge", _set_recipe("stride", 1 << 30, kind="raster")),
     ("recipe raster layout BGR for a grey image", _set_recipe("layout", "BGR", kind="raster")),
     ("frames blob declaring a gigabyte", _frames_claim(1 << 30)),

@@ -114,3 +114,10 @@ def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp
         a, b = Image.open(src), Image.open(got)
         assert (a.format, a.mode, a.size) == (b.format, b.mode, b.size)
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_negative_estimate_written_by_earlier_versions_still_decodes(bbans_main, tmp_path, base):
+    """est_bits is informative; format-1 writers could record a tiny image's estimate below zero."""
+    data = hostile.crafted(base, hostile._set_entry("est_bits", -5))
+    (tmp_path / "a.bb").write_bytes(data)
+    assert bbans_main("decompress", tmp_path / "a.bb", "-o", tmp_path / "out")[0] == 0
