@@ -18,11 +18,11 @@ import io
 import json
 import lzma
 import os
-import re
 import shutil
 import stat
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -47,7 +47,6 @@ CHECKSUM_HEX = schema.CHECKSUM_HEX
 LZMA_MAX_RATIO = schema.LZMA_MAX_RATIO
 LZMA_MAX_DICT = schema.LZMA_MAX_DICT
 STAGING_PREFIX = schema.STAGING_PREFIX
-_DRIVE = re.compile(r"^[A-Za-z]:")
 check_name = schema.check_name
 work_problem = schema.work_problem
 
@@ -602,8 +601,6 @@ def create(roots: list[str], opts: Options, progress: Progress = _noop_progress,
     frames = [probes[p].frame for p in sorted(tile_plan) if probes[p].recipe is not None]
     frames_entry = None
     if frames:
-        import zlib
-
         blob, spec = store(b"".join(frames))
         frames_entry = {**blobs.add(blob), **spec, "size": sum(map(len, frames)),
                         "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
@@ -862,8 +859,6 @@ def decode_entries(r: Reader, progress: Progress = _noop_progress) -> Iterator[D
 
 def _rebuilt(e: dict, pixels: np.ndarray, frame: bytes, zlib_version: str | None) -> bytes:
     """The original file of a model entry, from its pixels, recipe and frame; checked."""
-    import zlib
-
     try:
         data = rebuild.rebuild(pixels, e["rebuild"], frame)
     except rebuild.NoPlan as exc:
@@ -1048,7 +1043,7 @@ def _make_writable(root: str) -> None:
 
 def _symlink_ok(link_rel: str, target: str) -> bool:
     """Lexically, does a link at `link_rel` pointing at `target` stay inside the output folder?"""
-    if target.startswith("/") or "\\" in target or _DRIVE.match(target):
+    if target.startswith("/") or "\\" in target or schema.DRIVE.match(target):
         return False
     base = link_rel.split("/")[:-1]
     depth = len(base)

@@ -86,6 +86,11 @@ def expand(pairs: list[list[int]]) -> list[int]:
 # ---- raw rasters (PNM, BMP, TIFF) ----------------------------------------------------------
 
 
+def row_bytes(width: int, mode: str) -> int:
+    """Bytes of one unpadded row of samples: 1-bit packed, 8-bit grey, 8-bit RGB."""
+    return (width + 7) // 8 if mode == "1" else width * (3 if mode == "RGB" else 1)
+
+
 def _raster_rows(pixels: np.ndarray, layout: str) -> np.ndarray:
     """(H, row_bytes) uint8: the samples of each row as the layout packs them."""
     if layout in ("1", "1;I"):
@@ -130,15 +135,12 @@ def _plan_raster(data: bytes, img, pixels: np.ndarray) -> tuple[dict, bytes]:
             layout, stride, bottom_up, offset = mode, st, direction == -1, off
         elif (mode, st, direction == -1) != (layout, stride, bottom_up):
             raise NoPlan("strips of different layouts")
-        packed = _raster_rows(pixels[:1], layout).shape[1]
-        row = stride or packed
-        if off != offset + y * row:
+        if off != offset + y * (stride or row_bytes(w, img.mode)):
             raise NoPlan("strips are not contiguous")
         y = box[3]
     if y != h or len(tiles) > 1 and bottom_up:
         raise NoPlan("raster does not cover the image")
-    packed = _raster_rows(pixels[:1], layout).shape[1]
-    stride = stride or packed
+    stride = stride or row_bytes(w, img.mode)
     end = offset + stride * h
     if end > len(data):
         raise NoPlan("raster runs past the end of the file")

@@ -39,7 +39,7 @@ DIMS_PER_BIT = 64
 WORK_FIXED = 1 << 18
 WORK_PER_BIT = 512
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
+DRIVE = re.compile(r"^[A-Za-z]:")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _INT_RANGES = {"K": (0, MAX_K), "lanes": (1, 1 << 16), "batch_size": (1, 4096), "threads": (1, 64),
                "prior_prec": (1, 12), "q_prec": (1, 28), "obs_prec": (8, 28), "seed": (0, (1 << 63) - 1)}
@@ -91,7 +91,7 @@ def check_name(path) -> None:
         raise ArchiveError(f"entry name {shown} contains a backslash")
     if path.startswith("/"):
         raise ArchiveError(f"entry name {shown} is an absolute path")
-    if _DRIVE.match(path):
+    if DRIVE.match(path):
         raise ArchiveError(f"entry name {shown} starts with a drive letter")
     parts = path.split("/")
     for part in parts:
@@ -202,7 +202,7 @@ def _check_recipe(rec, img: dict, what: str) -> int:
     frame = rec.get("frame")
     need(is_int(frame), f"{what}: bad frame")
     w, h, mode = img["width"], img["height"], img["mode"]
-    packed = (w + 7) // 8 if mode == "1" else w * (3 if mode == "RGB" else 1)
+    packed = rebuild.row_bytes(w, mode)
     if rec.get("kind") == "png":
         need(rec.get("mode") == mode, f"{what}: recipe mode")
         need(is_int(rec.get("split")) and rec["split"] <= frame, f"{what}: recipe split")
