@@ -72,6 +72,7 @@ from typing import Callable
 
 import numpy as np
 
+from bbans.coding import engine
 from bbans.errors import BBANSError, EXIT_MISMATCH
 
 SCHEMA = "bbans-bench/1"
@@ -158,29 +159,25 @@ def _bpd(bits: float, dims: int) -> float:
 
 def engine_config(model, k: int, engine_kwargs: dict):
     """EngineConfig for one method; the K-step learning rate is the engine's per-model default."""
-    from bbans import bitsback
-
     kw = dict(engine_kwargs)
-    if "lr" not in kw and hasattr(bitsback, "default_lr"):
-        kw["lr"] = bitsback.default_lr(model)
-    return bitsback.EngineConfig(K=k, **kw)
+    if "lr" not in kw:
+        kw["lr"] = engine.default_lr(model)
+    return engine.EngineConfig(K=k, **kw)
 
 
 def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop) -> dict:
     """Compress with the real engine, decompress, compare; sizes from the real payload."""
-    from bbans import bitsback
-
     config = engine_config(model, spec.K, engine_kwargs)
     n = len(images)
     dims = int(images.size)
     label_c, label_d = f"{spec.name} compress", f"{spec.name} decompress"
     progress(label_c, 0, n)
     c0, t0 = time.process_time(), time.perf_counter()
-    payload, stats = bitsback.compress(model, images, config=config, progress=lambda d, t: progress(label_c, d, t))
+    payload, stats = engine.compress(model, images, config=config, progress=lambda d, t: progress(label_c, d, t))
     t1, c1 = time.perf_counter(), time.process_time()
     progress(label_d, 0, n)
     c2, t2 = time.process_time(), time.perf_counter()
-    decoded = bitsback.decompress(model, payload, n, tuple(images.shape[1:]), config=stats["config"],
+    decoded = engine.decompress(model, payload, n, tuple(images.shape[1:]), config=stats["config"],
                                   progress=lambda d, t: progress(label_d, d, t))
     t3, c3 = time.perf_counter(), time.process_time()
     exact = bool(decoded.shape == images.shape and np.array_equal(decoded, images))
@@ -224,12 +221,10 @@ def _first(values):
 def _warm_up(model, images: np.ndarray, engine_kwargs: dict, k: int) -> None:
     # The first engine calls pay for lazy torch set-up and for each new batch shape (the batch
     # partition ramps 1, 2, 4, ... up to batch_size); keep that out of the timed rows.
-    from bbans import bitsback
-
     config = engine_config(model, k, engine_kwargs)
     few = images[: min(len(images), 2 * config.batch_size if k == 0 else 8)]
-    payload, stats = bitsback.compress(model, few, config=config)
-    bitsback.decompress(model, payload, len(few), tuple(few.shape[1:]), config=stats["config"])
+    payload, stats = engine.compress(model, few, config=config)
+    engine.decompress(model, payload, len(few), tuple(few.shape[1:]), config=stats["config"])
 
 
 def run_methods(images: np.ndarray, models: dict, ks, engine_kwargs: dict, progress: Progress = _noop,
@@ -571,8 +566,6 @@ def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, b
     """
     import torch
 
-    from bbans import bitsback
-
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or len(images) == 0:
         raise BBANSError(f"bench needs a non-empty (N, C, H, W) image array, got shape {images.shape}")
@@ -595,7 +588,7 @@ def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, b
         "argv": list(argv) if argv is not None else [],
         "settings": dict(settings or {"K": list(ks), "generic": generic, **engine_kwargs}),
         "engine_config": engine_config(next(iter(models.values())), 0, engine_kwargs).to_dict() if models
-        else bitsback.EngineConfig(K=0, **engine_kwargs).to_dict(),
+        else engine.EngineConfig(K=0, **engine_kwargs).to_dict(),
         "machine": machine_info(),
         "device": device,
         "torch": torch.__version__,

@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from bbans import codecs
-from bbans.ans import Message
+from bbans.coding import codecs
+from bbans.coding.ans import Message
 
 PREC = 16
 K = 256

@@ -20,17 +20,17 @@ import time
 import numpy as np
 import torch
 
-from bbans import bitsback
-from bbans.bitsback import EngineConfig
-from bbans.checkpoints import load_model
-from bbans.data import load_dataset
+from bbans.coding import engine
+from bbans.coding.engine import EngineConfig
+from bbans.models.checkpoints import load_model
+from bbans.io.datasets import load_dataset
 
 
 def run(model, images, config):
     t0 = time.perf_counter()
-    payload, stats = bitsback.compress(model, images, config=config)
+    payload, stats = engine.compress(model, images, config=config)
     t1 = time.perf_counter()
-    out = bitsback.decompress(model, payload, len(images), images.shape[1:], config=stats["config"])
+    out = engine.decompress(model, payload, len(images), images.shape[1:], config=stats["config"])
     t2 = time.perf_counter()
     dims = images.size
     return {

@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bbans import archive, data
+from bbans.archive import extract
+
+from bbans.archive import writer
+from bbans.io import datasets as data
 
 
 def _images(data_dir: str, digits: int, cifar: int) -> list[tuple[str, np.ndarray]]:
@@ -107,9 +110,9 @@ def _row(label: str, folder: Path, work: Path) -> str:
     bb = work / "a.bb"
     out = work / "out"
     t = time.process_time()
-    data_, rep = archive.create([str(folder)], archive.Options())
+    data_, rep = writer.create([str(folder)], writer.Options())
     bb.write_bytes(data_)
-    archive.extract(str(bb), str(out), force=True)
+    extract.extract(str(bb), str(out), force=True)
     cpu = time.process_time() - t
     names = sorted(p.name for p in folder.iterdir())
     same = sum(filecmp.cmp(folder / n, out / n, shallow=False) for n in names)

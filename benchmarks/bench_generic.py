@@ -11,7 +11,7 @@ import sys
 from rich.console import Console
 
 from bbans import bench
-from bbans.data import is_binary, load_dataset
+from bbans.io.datasets import is_binary, load_dataset
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import hostile  # noqa: E402
+from bbans.archive import format as container
+from bbans.archive import writer
 from bbans import archive  # noqa: E402
 
 TREE = HERE.parent / "tests" / "fixtures" / "tree"
@@ -77,7 +79,7 @@ def run_case(data: bytes, work: Path, limit: float) -> dict:
 def header_flips(base: bytes, n: int, seed: int):
     """The header's JSON text with one to four bytes changed, recompressed and re-signed."""
     rng = random.Random(seed)
-    version, header, payload = archive.unpack(base)
+    version, header, payload = container.unpack(base)
     text = bytearray(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
     for _ in range(n):
         t = bytearray(text)
@@ -94,7 +96,7 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=60.0, help="seconds before a case counts as hanging")
     args = ap.parse_args()
 
-    base, _ = archive.create([str(p) for p in SOURCES], archive.Options(model="binary-mnist"))
+    base, _ = writer.create([str(p) for p in SOURCES], writer.Options(model="binary-mnist"))
     cases = [(name, hostile.crafted(base, m)) for name, m in hostile.CASES]
     cases.append(("header expanding to 65 MiB", hostile.lzma_bomb_header()))
     cases += list(hostile.mutations(base, args.mutations, seed=args.seed))

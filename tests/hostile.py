@@ -15,19 +15,19 @@ import lzma
 import random
 import struct
 
-from bbans import archive
+from bbans.archive import format as container
 
 Case = tuple[str, "callable"]
 
 
-def resign(header, payload: bytes, version: int = archive.FORMAT_VERSION) -> bytes:
+def resign(header, payload: bytes, version: int = container.FORMAT_VERSION) -> bytes:
     """Archive bytes around a header (a dict, or JSON text as it is) and a payload area."""
     if not isinstance(header, (str, bytes)):
-        return archive.pack(header, [payload], version)
+        return container.pack(header, [payload], version)
     raw = header.encode() if isinstance(header, str) else header
     head = lzma.compress(raw, format=lzma.FORMAT_RAW,
-                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT, "preset": 1}])
-    body = struct.pack("<6sHIIQ", archive.MAGIC, version, len(head), len(raw), len(payload)) + head + payload
+                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT, "preset": 1}])
+    body = struct.pack("<6sHIIQ", container.MAGIC, version, len(head), len(raw), len(payload)) + head + payload
     return body + hashlib.sha256(body).digest()
 
 
@@ -300,7 +300,7 @@ def lzma_bomb_header() -> bytes:
 
 
 def crafted(base: bytes, mutate) -> bytes:
-    version, header, payload = archive.unpack(base)
+    version, header, payload = container.unpack(base)
     h, p = mutate(copy.deepcopy(header), payload)
     if isinstance(h, dict) and h.get("format") == 1:
         version = 1
@@ -326,7 +326,7 @@ def _paths(obj, prefix=()):
 def mutations(base: bytes, n: int, seed: int = 0):
     """n archives, each with one field of the header replaced by an odd value, re-signed."""
     rng = random.Random(seed)
-    version, header, payload = archive.unpack(base)
+    version, header, payload = container.unpack(base)
     paths = list(_paths(header))
     for i in range(n):
         h = copy.deepcopy(header)

@@ -1,11 +1,11 @@
-"""Specifications of the vectorized rANS message (bbans.ans)."""
+"""Specifications of the vectorized rANS message (bbans.coding.ans)."""
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bbans.ans import MAX_PRECISION, RANS_L, Message
+from bbans.coding.ans import MAX_PRECISION, RANS_L, Message
 from bbans.errors import ANSError
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

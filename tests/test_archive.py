@@ -11,8 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbans import archive
-from bbans.archive import Options, Reader, check_name, pack
+from bbans.archive import format as container
+from bbans.archive import extract
+from bbans.archive import writer
+from bbans.archive import reader
+from bbans.archive.format import Reader, pack
+from bbans.archive.writer import Options
+from bbans.archive.schema import check_name
 from bbans.errors import ArchiveError, BBANSError, MismatchError
 
 RANDOM = bytes((i * 7919 + (i * i) % 251) % 256 for i in range(200)) + bytes(range(0, 256, 3))[::-1]
@@ -30,7 +35,7 @@ def small_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def good(small_tree) -> bytes:
-    data, _ = archive.create([str(small_tree)], Options(model="none"))
+    data, _ = writer.create([str(small_tree)], Options(model="none"))
     return data
 
 
@@ -38,7 +43,7 @@ def split(data: bytes) -> tuple[dict, bytes]:
     """(header, payload area) of an archive, for crafting variants."""
     _, _, hlen, rawlen, plen = struct.unpack("<6sHIIQ", data[:24])
     raw = lzma.decompress(data[24:24 + hlen], format=lzma.FORMAT_RAW,
-                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
+                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
     return json.loads(raw), data[24 + hlen:24 + hlen + plen]
 
 
@@ -46,14 +51,14 @@ def test_round_trip_of_a_stored_tree(good, small_tree):
     with Reader(good) as r:
         kinds = {e["path"]: e["kind"] for e in r.entries}
         assert kinds == {"a": "dir", "a/x.txt": "stored", "b.bin": "stored", "empty": "dir"}
-        got = {d.entry["path"]: b"".join(d.chunks) for d in archive.decode_entries(r) if d.chunks is not None}
+        got = {d.entry["path"]: b"".join(d.chunks) for d in reader.decode_entries(r) if d.chunks is not None}
     assert got["a/x.txt"] == (small_tree / "a" / "x.txt").read_bytes()
     assert got["b.bin"] == RANDOM
-    assert archive.verify(good) == 4
+    assert reader.verify(good) == 4
 
 
 def test_archives_are_deterministic(small_tree, good):
-    again, _ = archive.create([str(small_tree)], Options(model="none"))
+    again, _ = writer.create([str(small_tree)], Options(model="none"))
     assert again == good
 
 
@@ -158,14 +163,14 @@ def test_foreign_and_future_files(good):
 
 def test_declared_lengths_are_bounded_by_the_file_size(good):
     # A preamble declaring a 4 GiB header and an exabyte payload must fail on arithmetic alone.
-    bomb = archive.MAGIC + struct.pack("<HIIQ", 1, 0xFFFFFFFF, 0xFFFFFFFF, 1 << 60) + bytes(40)
+    bomb = container.MAGIC + struct.pack("<HIIQ", 1, 0xFFFFFFFF, 0xFFFFFFFF, 1 << 60) + bytes(40)
     with pytest.raises(ArchiveError, match="truncated"):
         Reader(bomb)
     header, payload = split(good)
     raw = json.dumps(header).encode()
     head = lzma.compress(raw, format=lzma.FORMAT_RAW,
-                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
-    body = archive.MAGIC + struct.pack("<HIIQ", 1, len(head), 1 << 31, len(payload)) + head + payload
+                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
+    body = container.MAGIC + struct.pack("<HIIQ", 1, len(head), 1 << 31, len(payload)) + head + payload
     import hashlib
 
     with pytest.raises(ArchiveError, match="header declares"):
@@ -174,10 +179,10 @@ def test_declared_lengths_are_bounded_by_the_file_size(good):
 
 def test_payload_that_decodes_wrong_names_the_entry(good):
     def lie(h):
-        _entry(h, "a/x.txt")["sha256"] = "0" * archive.CHECKSUM_HEX
+        _entry(h, "a/x.txt")["sha256"] = "0" * container.CHECKSUM_HEX
     with Reader(_mutated(good, lie)) as r:
         with pytest.raises(MismatchError, match="a/x.txt"):
-            for d in archive.decode_entries(r):
+            for d in reader.decode_entries(r):
                 if d.chunks is not None:
                     list(d.chunks)
 
@@ -185,17 +190,17 @@ def test_payload_that_decodes_wrong_names_the_entry(good):
 @settings(max_examples=30, deadline=None)
 @given(st.binary(max_size=3000) | st.builds(lambda n, b: bytes([b]) * n, st.integers(0, 20000), st.integers(0, 255)))
 def test_store_round_trip(data):
-    blob, spec = archive.store(data)
-    assert b"".join(archive.unstore_chunks(blob, spec, len(data))) == data
+    blob, spec = container.store(data)
+    assert b"".join(container.unstore_chunks(blob, spec, len(data))) == data
     assert len(blob) <= len(data)
 
 
 def test_unstore_never_exceeds_the_declared_size():
-    blob, spec = archive.store(bytes(100000))
+    blob, spec = container.store(bytes(100000))
     with pytest.raises(ArchiveError, match="more bytes than declared"):
-        b"".join(archive.unstore_chunks(blob, spec, 1000))
+        b"".join(container.unstore_chunks(blob, spec, 1000))
     with pytest.raises(ArchiveError):
-        b"".join(archive.unstore_chunks(b"garbage!" * 10, {"codec": "lzma2", "dict_size": 4096}, 80))
+        b"".join(container.unstore_chunks(b"garbage!" * 10, {"codec": "lzma2", "dict_size": 4096}, 80))
 
 
 @pytest.mark.parametrize("link,target,ok", [
@@ -203,7 +208,7 @@ def test_unstore_never_exceeds_the_declared_size():
     ("d/e/a", "../../x/../y", True), ("a", "..", False), ("a", ".", True), ("a", "x\\..\\..", False),
 ])
 def test_symlink_targets(link, target, ok):
-    assert archive._symlink_ok(link, target) is ok
+    assert extract._symlink_ok(link, target) is ok
 
 
 def test_scan_refuses_two_inputs_with_one_name(tmp_path):
@@ -211,14 +216,14 @@ def test_scan_refuses_two_inputs_with_one_name(tmp_path):
         (tmp_path / d).mkdir()
         (tmp_path / d / "same.txt").write_text(d)
     with pytest.raises(BBANSError, match="both be stored as 'same.txt'"):
-        archive.scan([str(tmp_path / "one"), str(tmp_path / "two")])
+        writer.scan([str(tmp_path / "one"), str(tmp_path / "two")])
     (tmp_path / "two" / "same.txt").unlink()
     (tmp_path / "two" / "other.txt").write_text("x")
-    names = [i.path for i in archive.scan([str(tmp_path / "one"), str(tmp_path / "two")]).items]
+    names = [i.path for i in writer.scan([str(tmp_path / "one"), str(tmp_path / "two")]).items]
     assert names == ["other.txt", "same.txt"]
 
 
 def test_auto_lanes():
-    assert archive.auto_lanes(784) == 8
-    assert archive.auto_lanes(784 * 10) == 16
-    assert archive.auto_lanes(784 * 1000) == 128
+    assert writer.auto_lanes(784) == 8
+    assert writer.auto_lanes(784 * 10) == 16
+    assert writer.auto_lanes(784 * 1000) == 128

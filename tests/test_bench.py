@@ -16,9 +16,9 @@ import torch
 from click.testing import CliRunner
 
 from bbans import bench
-from bbans.data import load_dataset
+from bbans.io.datasets import load_dataset
 from bbans.errors import EXIT_ERROR, EXIT_MISMATCH
-from bbans.models import MLPVAE, ResNetVAE
+from bbans.models.paper import MLPVAE, ResNetVAE
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 ENGINE = {"batch_size": 4, "lanes": 8, "device": "cpu"}
@@ -116,16 +116,16 @@ def test_missing_encoder_is_skipped_with_reason(binary_images):
 
 
 def test_inexact_round_trip_is_reported(monkeypatch, binary_images):
-    from bbans import bitsback
+    from bbans.coding import engine
 
-    real = bitsback.decompress
+    real = engine.decompress
 
     def broken(*a, **k):
         out = real(*a, **k)
         out[0, 0, 0, 0] ^= 1
         return out
 
-    monkeypatch.setattr(bitsback, "decompress", broken)
+    monkeypatch.setattr(engine, "decompress", broken)
     monkeypatch.setattr(bench, "_warm_up", lambda *a, **k: None)
     report = bench.run_bench(binary_images[:3], {"baseline": _mlp("bernoulli", 0)}, dataset="binary-mnist",
                              ks=(0,), engine_kwargs=ENGINE, generic=False)
@@ -138,7 +138,7 @@ def test_inexact_round_trip_is_reported(monkeypatch, binary_images):
 @pytest.fixture
 def tiny_bundled(monkeypatch):
     """checkpoints.load_model handing out tiny untrained models, so the CLI runs without bundles."""
-    from bbans import checkpoints
+    from bbans.models import checkpoints
 
     def load_model(name, encoder="refit", device="cpu"):
         seed = 0 if encoder == "baseline" else 1

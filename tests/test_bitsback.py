@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from bbans import bitsback
-from bbans.bitsback import EngineConfig, batch_partition
-from bbans.distributions import bernoulli_logp, discretized_logistic_logp, gaussian_kl_std_normal, rgb_dependent_means
+from bbans.coding import engine
+from bbans.coding.engine import EngineConfig, batch_partition
+from bbans.coding.distributions import bernoulli_logp, discretized_logistic_logp, gaussian_kl_std_normal, rgb_dependent_means
 from bbans.errors import BBANSError, MismatchError
-from bbans.models import VAE
+from bbans.models.base import VAE
 
 
 class TinyVAE(VAE):
@@ -80,8 +80,8 @@ SHAPES = {"bernoulli": (1, 6, 5), "logistic": (1, 6, 5), "logistic_rgb": (3, 4, 
 
 def roundtrip(model, images, mask=None, **cfg):
     config = EngineConfig(**cfg)
-    payload, stats = bitsback.compress(model, images, mask=mask, config=config)
-    out = bitsback.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=stats["config"])
+    payload, stats = engine.compress(model, images, mask=mask, config=config)
+    out = engine.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=stats["config"])
     return payload, stats, out
 
 
@@ -124,7 +124,7 @@ def test_empty_input_roundtrips():
 
 
 def test_batches_grow_only_as_fast_as_the_message_can_fund_them():
-    from bbans.bitsback import funded_batch_size
+    from bbans.coding.engine import funded_batch_size
 
     assert funded_batch_size(0, None, 100, 64) == 1  # the first batch: one image's initial bits
     assert funded_batch_size(10, 100.0, 100, 64) == 2  # 320 bits hold 90% of 3.2 pops of 100
@@ -157,9 +157,9 @@ def test_chaining_batches_costs_less_than_separate_messages():
     a = random_images("logistic", 8, (1, 6, 5), seed=5)
     b = random_images("logistic", 8, (1, 6, 5), seed=6)
     cfg = EngineConfig(lanes=4, batch_size=8)
-    together, _ = bitsback.compress(model, np.concatenate([a, b]), config=cfg)
-    alone_a, _ = bitsback.compress(model, a, config=cfg)
-    alone_b, _ = bitsback.compress(model, b, config=cfg)
+    together, _ = engine.compress(model, np.concatenate([a, b]), config=cfg)
+    alone_a, _ = engine.compress(model, a, config=cfg)
+    alone_b, _ = engine.compress(model, b, config=cfg)
     assert len(together) < len(alone_a) + len(alone_b)
 
 
@@ -175,9 +175,9 @@ def test_rate_approaches_the_discretised_elbo_on_many_images():
 def test_decoding_with_a_different_K_is_refused_not_silently_wrong():
     model = TinyVAE("logistic")
     images = random_images("logistic", 10, (1, 6, 5), seed=8)
-    payload, stats = bitsback.compress(model, images, config=EngineConfig(K=2, lanes=8, batch_size=4))
+    payload, stats = engine.compress(model, images, config=EngineConfig(K=2, lanes=8, batch_size=4))
     with pytest.raises(BBANSError):
-        out = bitsback.decompress(model, payload, 10, (1, 6, 5), config=dataclasses.replace(stats["config"], K=0))
+        out = engine.decompress(model, payload, 10, (1, 6, 5), config=dataclasses.replace(stats["config"], K=0))
         # If decoding happened to finish, the pixels must differ (the archive's checksum fails).
         assert not np.array_equal(out, images)
         raise MismatchError("decoded pixels differ")
@@ -185,9 +185,9 @@ def test_decoding_with_a_different_K_is_refused_not_silently_wrong():
 
 def test_decoding_with_another_model_is_refused():
     images = random_images("logistic", 10, (1, 6, 5), seed=9)
-    payload, stats = bitsback.compress(TinyVAE("logistic", seed=0), images, config=EngineConfig(lanes=8, batch_size=4))
+    payload, stats = engine.compress(TinyVAE("logistic", seed=0), images, config=EngineConfig(lanes=8, batch_size=4))
     with pytest.raises(BBANSError):
-        out = bitsback.decompress(TinyVAE("logistic", seed=1), payload, 10, (1, 6, 5), config=stats["config"])
+        out = engine.decompress(TinyVAE("logistic", seed=1), payload, 10, (1, 6, 5), config=stats["config"])
         assert not np.array_equal(out, images)
         raise MismatchError("decoded pixels differ")
 
@@ -195,9 +195,9 @@ def test_decoding_with_another_model_is_refused():
 def test_k_step_inference_is_reproducible_and_improves_the_elbo():
     model = TinyVAE("logistic")
     images = random_images("logistic", 32, (1, 6, 5), seed=10)
-    _, s0 = bitsback.compress(model, images, config=EngineConfig(K=0, lr=5e-2))
-    p1, s1 = bitsback.compress(model, images, config=EngineConfig(K=8, lr=5e-2))
-    p2, _ = bitsback.compress(model, images, config=EngineConfig(K=8, lr=5e-2))
+    _, s0 = engine.compress(model, images, config=EngineConfig(K=0, lr=5e-2))
+    p1, s1 = engine.compress(model, images, config=EngineConfig(K=8, lr=5e-2))
+    p2, _ = engine.compress(model, images, config=EngineConfig(K=8, lr=5e-2))
     assert p1 == p2
     assert s1["neg_elbo_bits"] < s0["neg_elbo_bits"]
 
@@ -206,7 +206,7 @@ def test_cuda_archive_is_refused_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(MismatchError, match="GPU"):
-        bitsback.decompress(TinyVAE("bernoulli"), b"", 1, (1, 6, 5), config=EngineConfig(device="cuda"))
+        engine.decompress(TinyVAE("bernoulli"), b"", 1, (1, 6, 5), config=EngineConfig(device="cuda"))
 
 
 def test_unknown_engine_settings_are_refused():

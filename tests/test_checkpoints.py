@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bbans import checkpoints as C
-from bbans import train as T
+from bbans.models import checkpoints as C
+from bbans.models import registry
+from bbans.training import train as T
 from bbans.errors import BBANSError
-from bbans.models import MLPVAE, ResNetVAE
+from bbans.models.paper import MLPVAE, ResNetVAE
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -27,7 +28,7 @@ def test_save_load_round_trip(tmp_path, m):
 
 def test_hash_changes_with_the_latent_bucket_scales(tmp_path):
     # Same weight files, other buckets: an archive made with one must not decode with the other.
-    from bbans.hierarchy import HierarchicalVAE
+    from bbans.models.hierarchy import HierarchicalVAE
 
     m = HierarchicalVAE("bernoulli", image_shape=(1, 8, 8), width=8, latent_channels=2, layers=2)
     first = C.save_model(m, tmp_path / "m", {"dataset": "x"})["hash"]
@@ -38,7 +39,7 @@ def test_hash_changes_with_the_latent_bucket_scales(tmp_path):
 
 
 def test_bundle_and_registry(tmp_path, monkeypatch):
-    from bbans.data import load_dataset
+    from bbans.io.datasets import load_dataset
 
     data = (load_dataset("mnist", "train", FIX, verify=False), None, None,
             load_dataset("binary-mnist", "test", FIX, verify=False))
@@ -68,12 +69,12 @@ def _bundled(name):
         return None
 
 
-@pytest.mark.parametrize("name", C.BUNDLED_NAMES)
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_bundled_matches_recorded_figures(name):
     meta = _bundled(name)
     if meta is None:
         pytest.skip(f"{name} not bundled yet")
-    from bbans.data import load_dataset
+    from bbans.io.datasets import load_dataset
 
     x = load_dataset(meta["dataset"], "test", FIX, verify=False)
     for enc in ("baseline", "refit"):
@@ -85,12 +86,12 @@ def test_bundled_matches_recorded_figures(name):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")
-@pytest.mark.parametrize("name", C.BUNDLED_NAMES)
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_bundled_real_subset(name):
     meta = _bundled(name)
     if meta is None:
         pytest.skip(f"{name} not bundled yet")
-    from bbans.data import load_dataset
+    from bbans.io.datasets import load_dataset
 
     x = load_dataset(meta["dataset"], "test", SHARED)[:100]
     for enc in ("baseline", "refit"):

@@ -18,7 +18,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bbans import archive, checkpoints
+from bbans.archive import format as container
+from bbans.io import rebuild
+from bbans.errors import MismatchError
+from bbans.archive import reader, writer
+from bbans.models import checkpoints, registry
 from bbans.cli import cli
 from bbans.errors import BBANSError
 
@@ -46,7 +50,7 @@ def _fake_model(name: str):
     """A small randomly initialised model of the bundled architecture: codes losslessly, badly."""
     import torch
 
-    from bbans.models import build_model, default_architecture
+    from bbans.models.architecture import build_model, default_architecture
 
     if name not in _FAKE:
         torch.manual_seed(0)
@@ -68,7 +72,7 @@ def fake_models(monkeypatch):
     def list_models():
         return [{"name": n, "hash": f"fake-{n}", "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
                                                               "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
-                for i, n in enumerate(checkpoints.BUNDLED_NAMES)]
+                for i, n in enumerate(registry.NAMES)]
 
     def load_model(name, encoder="refit", device="cpu"):
         return _fake_model(name), {"name": name, "encoder": encoder, "hash": f"fake-{name}-{encoder}{state['salt']}"}
@@ -144,7 +148,7 @@ def assert_restored(src: Path, dst: Path, stored_exact: set[str] | None = None, 
 
 
 def _kinds(bb: Path) -> dict[str, str]:
-    with archive.Reader(bb) as r:
+    with container.Reader(bb) as r:
         return {e["path"]: (r.groups[e["group"]]["model"] if e["kind"] == "model" else e["kind"]) for e in r.entries}
 
 
@@ -303,7 +307,7 @@ def test_models_command(fake_models):
     assert code == 0 and "binary-mnist" in out and "28x28" in out
     assert "refit 0.125, baseline 0.250" in out
     rows = json.loads(run("models", "--json")[1])
-    assert [r["name"] for r in rows] == list(checkpoints.BUNDLED_NAMES) and all(r["bundled"] for r in rows)
+    assert [r["name"] for r in rows] == list(registry.NAMES) and all(r["bundled"] for r in rows)
 
 
 @pytest.mark.parametrize("cmd", ["compress", "decompress", "info", "models"])
@@ -355,7 +359,7 @@ def test_never_writes_through_a_link_in_the_output_folder(tmp_path, no_models):
 def _split(data: bytes):
     _, _, hlen, _, plen = struct.unpack("<6sHIIQ", data[:24])
     raw = lzma.decompress(data[24:24 + hlen], format=lzma.FORMAT_RAW,
-                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": archive.HEADER_DICT}])
+                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
     return json.loads(raw), data[24 + hlen:24 + hlen + plen]
 
 
@@ -364,7 +368,7 @@ def _renamed(data: bytes, old: str, new: str) -> bytes:
     for e in header["entries"]:
         if e["path"] == old:
             e["path"] = new
-    return archive.pack(header, [payload])
+    return container.pack(header, [payload])
 
 
 def _oversized(data: bytes) -> bytes:
@@ -372,7 +376,7 @@ def _oversized(data: bytes) -> bytes:
     for e in header["entries"]:
         if e["kind"] == "stored" and e["data"]["codec"] == "lzma2":
             e["size"] = 1 << 50
-    return archive.pack(header, [payload])
+    return container.pack(header, [payload])
 
 
 BAD = {
@@ -426,16 +430,16 @@ def test_other_model_weights_are_a_mismatch(tmp_path, fake_models):
 def test_a_failure_while_decoding_leaves_nothing(tree, tmp_path, fake_models, monkeypatch):
     bb = tmp_path / "t.bb"
     assert run("compress", tree / "binary", tree / "digits", tree / "stored", "-o", bb, "--lanes", 64)[0] == 0
-    real = archive.rebuild.rebuild
+    real = rebuild.rebuild
     calls = []
 
     def flaky(*a, **k):
         calls.append(1)
         if len(calls) == 5:
-            raise archive.MismatchError("simulated failure")
+            raise MismatchError("simulated failure")
         return real(*a, **k)
 
-    monkeypatch.setattr(archive.rebuild, "rebuild", flaky)
+    monkeypatch.setattr(rebuild, "rebuild", flaky)
     code, _, err = run("decompress", bb, "-o", tmp_path / "new" / "deeper")
     assert code == 4 and "simulated" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "t.bb"]
@@ -454,9 +458,9 @@ def test_failed_verify_keeps_no_archive(tmp_path, no_models, monkeypatch):
     (src / "f.txt").write_text("f")
 
     def bad_verify(*a, **k):
-        raise archive.MismatchError("verify failed: simulated")
+        raise MismatchError("verify failed: simulated")
 
-    monkeypatch.setattr(archive, "verify", bad_verify)
+    monkeypatch.setattr(reader, "verify", bad_verify)
     code, _, err = run("compress", src, "-o", tmp_path / "a.bb", "--verify")
     assert code == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
@@ -513,7 +517,7 @@ def test_a_new_archive_inside_an_input_folder_is_written_and_not_read(bbans_main
     src = tmp_path / "d"
     shutil.copytree(TREE / "digits", src)
     assert bbans_main("compress", src, "-o", src / "new.bb", "-q")[0] == 0
-    with archive.Reader(str(src / "new.bb")) as r:
+    with container.Reader(str(src / "new.bb")) as r:
         assert "new.bb" not in {e["path"] for e in r.entries}
 
 
@@ -522,7 +526,7 @@ def test_a_link_that_resolves_outside_through_a_link_already_there_is_not_restor
     src.mkdir()
     (src / "f.txt").write_text("x")
     os.symlink("up/secret", src / "via")  # lexically inside: up/secret
-    (tmp_path / "a.bb").write_bytes(archive.create([str(src)], archive.Options(model="none"))[0])
+    (tmp_path / "a.bb").write_bytes(writer.create([str(src)], writer.Options(model="none"))[0])
     outside = tmp_path / "outside"
     outside.mkdir()
     out = tmp_path / "out"

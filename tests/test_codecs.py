@@ -1,4 +1,4 @@
-"""Specifications of the codecs over the rANS message (bbans.codecs)."""
+"""Specifications of the codecs over the rANS message (bbans.coding.codecs)."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bbans import codecs as C
-from bbans import distributions as D
-from bbans.ans import Message
+from bbans.coding import codecs as C
+from bbans.coding import distributions as D
+from bbans.coding.ans import Message
 from bbans.errors import ANSError
 
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bbans import data
+from bbans.io import datasets as data
 from bbans.errors import BBANSError, DataNotFoundError
 
 FIX = Path(__file__).parent / "fixtures" / "data"

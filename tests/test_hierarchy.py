@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from bbans import bitsback, codecs
-from bbans.ans import Message
-from bbans.bitsback import EngineConfig
+from bbans.coding import engine
+from bbans.coding import codecs
+from bbans.coding.ans import Message
+from bbans.coding.engine import EngineConfig
 from bbans.errors import BBANSError
-from bbans.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
-from bbans.hierarchy import HierarchicalVAE, merge_groups, split_groups
-from bbans.inference import posterior
-from bbans.models import build_model, default_architecture
+from bbans.coding.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
+from bbans.models.hierarchy import HierarchicalVAE, merge_groups, split_groups
+from bbans.coding.inference import posterior
+from bbans.models.architecture import build_model, default_architecture
 
 SHAPE = (1, 8, 8)
 
@@ -47,8 +48,8 @@ def images(likelihood, n, seed=0):
 
 def roundtrip(model, x, mask=None, **cfg):
     config = EngineConfig(**{"lanes": 16, "batch_size": 4, "threads": 1, **cfg})
-    payload, stats = bitsback.compress(model, x, mask, config)
-    back = bitsback.decompress(model, payload, len(x), x.shape[1:], mask, stats["config"])
+    payload, stats = engine.compress(model, x, mask, config)
+    back = engine.decompress(model, payload, len(x), x.shape[1:], mask, stats["config"])
     return payload, stats, back
 
 
@@ -94,7 +95,7 @@ def test_mixture_of_one_logistic_is_the_logistic():
                                         mean.reshape(50, 1, 1, 1, 1), ls.reshape(50, 1, 1, 1, 1))
     assert torch.allclose(one.reshape(-1), discretized_logistic_logp(x, mean, ls))
     tables_mix = codecs.quantize_cdf(
-        __import__("bbans.distributions", fromlist=["x"]).discretized_logistic_mix_cdf(
+        __import__("bbans.coding.distributions", fromlist=["x"]).discretized_logistic_mix_cdf(
             torch.zeros(50, 1).double(), mean[:, None], ls[:, None]), 20)
     assert torch.equal(tables_mix, codecs.quantize_cdf(discretized_logistic_cdf(mean, ls), 20))
 
@@ -154,7 +155,7 @@ def test_bitswap_borrows_only_the_first_layers_initial_bits():
     initial = {}
     for layers in (1, 3):
         m = tiny(layers=layers)
-        _, stats = bitsback.compress(m, x, None, config)
+        _, stats = engine.compress(m, x, None, config)
         initial[layers] = stats["initial_bits"]
     assert initial[1] > 0
     assert initial[3] == initial[1]
@@ -168,10 +169,10 @@ def test_only_the_first_image_borrows_initial_bits_however_many_follow(likelihoo
     m = tiny(likelihood)
     x = images(likelihood, 60)
     config = EngineConfig(lanes=16, batch_size=16, threads=1)
-    _, first = bitsback.compress(m, x[:1], None, config)
-    payload, stats = bitsback.compress(m, x, None, config)
+    _, first = engine.compress(m, x[:1], None, config)
+    payload, stats = engine.compress(m, x, None, config)
     assert stats["initial_bits"] == first["initial_bits"]
-    assert np.array_equal(bitsback.decompress(m, payload, len(x), x.shape[1:], None, stats["config"]), x)
+    assert np.array_equal(engine.decompress(m, payload, len(x), x.shape[1:], None, stats["config"]), x)
 
 
 def test_k_step_posterior_is_deterministic_and_moves_every_layer():
@@ -189,7 +190,7 @@ def test_k_step_posterior_is_deterministic_and_moves_every_layer():
 
 def test_calibration_keeps_the_top_at_one_and_sets_the_models_scales():
     m = tiny()
-    scales = bitsback.calibrate_latent_scales(m, images("logistic_mix", 20))
+    scales = engine.calibrate_latent_scales(m, images("logistic_mix", 20))
     assert scales[-1] == 1.0 and all(s > 0 for s in scales)
     assert m.architecture()["latent_scales"] == scales
 
@@ -197,9 +198,9 @@ def test_calibration_keeps_the_top_at_one_and_sets_the_models_scales():
 def test_bucketed_estimate_agrees_with_what_the_coder_spends():
     m = tiny()
     x = images("logistic_mix", 64)
-    _, stats = bitsback.compress(m, x, config=EngineConfig())
+    _, stats = engine.compress(m, x, config=EngineConfig())
     coded = stats["discrete_neg_elbo_bits"]
-    estimate = np.mean([bitsback.bucketed_neg_elbo_bits(m, x, seed=s) for s in range(3)])
+    estimate = np.mean([engine.bucketed_neg_elbo_bits(m, x, seed=s) for s in range(3)])
     assert abs(estimate - coded) < 0.02 * coded
 
 

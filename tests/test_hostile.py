@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import hostile
-from bbans import archive
-
+from bbans.errors import MismatchError
+from bbans.archive import format as container
+from bbans.archive import reader
+from bbans.archive import writer
 TREE = Path(__file__).parent / "fixtures" / "tree"
 SECONDS = 10.0
 
@@ -23,9 +25,9 @@ SECONDS = 10.0
 def base() -> bytes:
     """Two black-and-white images coded by the paper's small MLP (a PNG and a PBM) and a stored
     text file: every kind of entry and recipe, decoded in well under a second."""
-    data, _ = archive.create([str(TREE / "binary" / "b0.png"), str(TREE / "binary" / "b1.pbm"),
-                              str(TREE / "notes.txt")], archive.Options(model="binary-mnist"))
-    kinds = sorted((e["kind"], e.get("rebuild", {}).get("kind")) for e in archive.unpack(data)[1]["entries"])
+    data, _ = writer.create([str(TREE / "binary" / "b0.png"), str(TREE / "binary" / "b1.pbm"),
+                              str(TREE / "notes.txt")], writer.Options(model="binary-mnist"))
+    kinds = sorted((e["kind"], e.get("rebuild", {}).get("kind")) for e in container.unpack(data)[1]["entries"])
     assert kinds == [("model", "png"), ("model", "raster"), ("stored", None)]
     return data
 
@@ -73,8 +75,8 @@ def test_a_header_expanding_to_65_mib_is_refused_before_it_is_decompressed(bbans
 
 def test_a_payload_without_its_words_stops_at_the_first_phantom_word(base):
     data = hostile.crafted(base, hostile._cut_payload)
-    with archive.Reader(data) as r, pytest.raises(archive.MismatchError, match="ran out before decoding finished"):
-        list(archive.decode_entries(r))
+    with container.Reader(data) as r, pytest.raises(MismatchError, match="ran out before decoding finished"):
+        list(reader.decode_entries(r))
 
 
 @pytest.mark.parametrize("i", range(40))

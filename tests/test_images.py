@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from bbans import images
+from bbans.io import images
+from bbans.models import registry
 from conftest import flushed_deflate, redeflated
 
 TREE = Path(__file__).parent / "fixtures" / "tree"
@@ -145,7 +146,7 @@ def test_model_alphabet_round_trip(mode, model):
     else:
         pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     x = images.to_model(pixels, mode, model)
-    assert x.shape[0] == images.TILES[model][0]
+    assert x.shape[0] == registry.spec(model).tile[0]
     if model == "binary-mnist":
         assert set(np.unique(x)) <= {0, 1}
     assert np.array_equal(images.from_model(x, mode, model), pixels)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bbans.errors import BBANSError
-from bbans.models import MLPVAE, ResNetVAE, build_model, default_architecture
+from bbans.models.paper import MLPVAE, ResNetVAE
+from bbans.models.architecture import build_model, default_architecture
 
 
 def _pixels(shape, binary=False, seed=0):
@@ -75,7 +76,7 @@ def test_logistic_rgb_normalised():
     base = _pixels((1, 3, 4, 4))
     x = base.repeat(256, 1, 1, 1)
     x[:, 2] = torch.arange(256, dtype=torch.uint8).view(256, 1, 1)  # vary B only
-    from bbans import distributions as D
+    from bbans.coding import distributions as D
 
     mean = D.rgb_dependent_means(p["mean"].expand(256, -1, -1, -1), p["coeffs"].expand(256, -1, -1, -1), x)
     lp = D.discretized_logistic_logp(x, mean, p["log_scale"].expand(256, -1, -1, -1))[:, 2]

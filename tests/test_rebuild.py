@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bbans import archive, images, rebuild
+from bbans.errors import MismatchError
+from bbans.archive import format as container
+from bbans.archive import extract
+from bbans.archive import reader
+from bbans.archive import writer
+from bbans.io import images
+from bbans.io import rebuild
 from conftest import flushed_deflate, png_chunks, redeflated, save, with_chunks
 
 TREE = Path(__file__).parent / "fixtures" / "tree"
@@ -36,10 +42,10 @@ def _round_trip(tmp_path, files: dict[str, bytes], model="mnist") -> tuple[dict,
     src.mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
-    data, _ = archive.create([str(src)], archive.Options(model=model))
+    data, _ = writer.create([str(src)], writer.Options(model=model))
     (tmp_path / "a.bb").write_bytes(data)
-    archive.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
-    entries = {e["path"]: e for e in archive.unpack(data)[1]["entries"]}
+    extract.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
+    entries = {e["path"]: e for e in container.unpack(data)[1]["entries"]}
     return {n: (tmp_path / "out" / n).read_bytes() for n in files}, entries
 
 
@@ -139,11 +145,11 @@ def test_keep_pixels_still_model_codes_what_cannot_be_rebuilt(tmp_path):
     odd = redeflated(save(_grey(), "PNG"), flushed_deflate)
     src = tmp_path / "f.png"
     src.write_bytes(odd)
-    data, _ = archive.create([str(src)], archive.Options(model="mnist", keep="pixels"))
-    (e,) = archive.unpack(data)[1]["entries"]
+    data, _ = writer.create([str(src)], writer.Options(model="mnist", keep="pixels"))
+    (e,) = container.unpack(data)[1]["entries"]
     assert e["kind"] == "model" and "rebuild" not in e
-    with archive.Reader(data) as r:
-        (d,) = list(archive.decode_entries(r))
+    with container.Reader(data) as r:
+        (d,) = list(reader.decode_entries(r))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(d.data))), np.asarray(Image.open(io.BytesIO(odd))))
 
 
@@ -191,18 +197,18 @@ def test_vectorised_filters_invert_under_the_reference_reconstruction(h, w, bpp,
 def test_a_rebuild_that_differs_on_decoding_is_an_error_naming_the_file(tmp_path, monkeypatch):
     src = tmp_path / "d.png"
     src.write_bytes(DIGIT)
-    data, _ = archive.create([str(src)], archive.Options(model="mnist"))
+    data, _ = writer.create([str(src)], writer.Options(model="mnist"))
     real = rebuild.rebuild
     monkeypatch.setattr(rebuild, "rebuild", lambda *a: real(*a)[:-1] + b"X")
-    with archive.Reader(data) as r, pytest.raises(archive.MismatchError, match="d.png: the rebuilt file does not"):
-        list(archive.decode_entries(r))
+    with container.Reader(data) as r, pytest.raises(MismatchError, match="d.png: the rebuilt file does not"):
+        list(reader.decode_entries(r))
 
 
 def test_verify_compares_whole_files_with_their_inputs(tmp_path, monkeypatch):
     src = tmp_path / "d.png"
     src.write_bytes(DIGIT)
-    data, rep = archive.create([str(src)], archive.Options(model="mnist"))
-    assert archive.verify(data, expect=rep["sha256"]) == 1
+    data, rep = writer.create([str(src)], writer.Options(model="mnist"))
+    assert reader.verify(data, expect=rep["sha256"]) == 1
     wrong = {"d.png": "0" * 64}
-    with pytest.raises(archive.MismatchError, match="does not give back the input file's bytes"):
-        archive.verify(data, expect=wrong)
+    with pytest.raises(MismatchError, match="does not give back the input file's bytes"):
+        reader.verify(data, expect=wrong)

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bbans import archive
-
-
+from bbans.archive import writer
 @pytest.fixture(scope="module")
 def slow_inputs(tmp_path_factory):
     """Random colour images: each costs the hierarchical colour model real work both ways."""
@@ -28,7 +26,7 @@ def slow_inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_archive(slow_inputs, tmp_path_factory):
-    data, _ = archive.create([str(slow_inputs)], archive.Options(model="cifar10-hier"))
+    data, _ = writer.create([str(slow_inputs)], writer.Options(model="cifar10-hier"))
     path = tmp_path_factory.mktemp("bb") / "slow.bb"
     path.write_bytes(data)
     return path

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from bbans import train as T
+from bbans.training import train as T
 from bbans.errors import BBANSError
-from bbans.models import MLPVAE, default_architecture
+from bbans.models.paper import MLPVAE
+from bbans.models.architecture import default_architecture
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 TINY = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 32, "latent": 4, "layers": 2}
 
 
 def _fixture():
-    from bbans.data import load_dataset
+    from bbans.io.datasets import load_dataset
 
     return (load_dataset("mnist", "train", FIX, verify=False), None, None,
             load_dataset("binary-mnist", "test", FIX, verify=False))
@@ -114,7 +115,7 @@ def test_refit_keeps_decoder(tmp_path, base_run, alpha, sigma, agg):
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=1, batch_size=10, mode="refit", base=str(base_run / "base"),
                         alpha=alpha, denoise_sigma=sigma, aggregate=agg, eval_every=1)
     meta = T.run(cfg, tmp_path / "refit", data=_fixture(), progress=False)
-    from bbans.checkpoints import load_tensors
+    from bbans.models.checkpoints import load_tensors
 
     a = load_tensors(base_run / "base" / "model.decoder.safetensors")
     b = load_tensors(tmp_path / "refit" / "model.decoder.safetensors")
@@ -154,7 +155,7 @@ def test_cli_missing_data_is_one_line(tmp_path, monkeypatch):
 
 
 def test_step_guard_drops_loss_spikes_and_clips_at_a_multiple_of_the_median_norm():
-    from bbans.train import StepGuard
+    from bbans.training.train import StepGuard
 
     off = StepGuard(0.0)
     assert not off.admit_loss(float("nan"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bbans.data import DATASETS
+from bbans.io.datasets import DATASETS
 
 
 def _deadline(minutes):
@@ -46,7 +46,7 @@ def _threads(n: int) -> None:
 def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, pixel_groups, eval_every, grad_clip, out, data_dir, resume, device,
               threads, max_epochs_this_call, time_limit):
     """Train a VAE by maximising the ELBO with Adam."""
-    from bbans.train import TrainConfig, run
+    from bbans.training.train import TrainConfig, run
 
     _threads(threads)
     if lr is None:
@@ -86,7 +86,7 @@ def train_cmd(dataset, epochs, lr, batch_size, seed, width, family, pixel_groups
 def refit_cmd(dataset, base, alpha, denoise_sigma, aggregate, epochs, lr, batch_size, seed, eval_every, out, data_dir,
               resume, device, threads, max_epochs_this_call, time_limit):
     """Refit the encoder with the decoder frozen (reverse half-asleep)."""
-    from bbans.train import TrainConfig, run
+    from bbans.training.train import TrainConfig, run
 
     _threads(threads)
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,

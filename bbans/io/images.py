@@ -19,30 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bbans import rebuild
-
-# Native tile (C, H, W) of each model, and the modes it can take. Order in ROUTES is preference.
-TILES: dict[str, tuple[int, int, int]] = {
-    "binary-mnist-hier": (1, 28, 28),
-    "binary-mnist": (1, 28, 28),
-    "mnist-hier": (1, 28, 28),
-    "mnist": (1, 28, 28),
-    "cifar10-hier": (3, 32, 32),
-    "cifar10": (3, 32, 32),
-}
-# The pixel alphabet of each model: "binary" models take 0/1, "grey" and "rgb" 8-bit values.
-ALPHABET: dict[str, str] = {
-    "binary-mnist-hier": "binary", "binary-mnist": "binary", "mnist-hier": "grey", "mnist": "grey",
-    "cifar10-hier": "rgb", "cifar10": "rgb",
-}
-SERVES: dict[str, str] = {
-    "binary-mnist-hier": "black-and-white images, 28x28 tiles (hierarchical latents; the default)",
-    "binary-mnist": "black-and-white images (mode 1, or grey with only 0 and 255), 28x28 tiles",
-    "mnist-hier": "8-bit grey images, 28x28 tiles (hierarchical latents; the default)",
-    "mnist": "8-bit grey images (mode L), 28x28 tiles; also black-and-white ones",
-    "cifar10-hier": "8-bit RGB images, 32x32 tiles (hierarchical latents; the default)",
-    "cifar10": "8-bit RGB images, 32x32 tiles",
-}
+from bbans.io import rebuild
+from bbans.models.registry import routes_for, spec
 
 # Formats Pillow writes back without loss, in which a model-coded image is restored. Everything
 # else (GIF, WebP, JPEG, ...) is lossy, palette-based or rewritten differently, so it is stored.
@@ -62,18 +40,6 @@ _TIFF_LAYOUT_TAGS = {254, 259, 266, 273, 278, 279, 284, 317, 322, 323, 324, 325}
 
 # Pillow refuses images above twice this many pixels; bbans never decodes anything larger.
 MAX_PIXELS = 1 << 28
-
-
-def routes_for(mode: str, binary: bool) -> tuple[str, ...]:
-    """Models able to code an image of this mode, best first."""
-    # The hierarchical models code at lower rates (benchmarks/RESULTS.md), so they come first.
-    if mode == "1" or (mode == "L" and binary):
-        return ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")
-    if mode == "L":
-        return ("mnist-hier", "mnist")
-    if mode == "RGB":
-        return ("cifar10-hier", "cifar10")
-    return ()
 
 
 @dataclass
@@ -361,7 +327,7 @@ def _rewrite_problem(data: bytes, img, pixels: np.ndarray, fmt: str, mode: str, 
 
 def to_model(pixels: np.ndarray, mode: str, model: str) -> np.ndarray:
     """Canonical pixels -> (C, H, W) uint8 in the model's alphabet (binary models take 0/1)."""
-    kind = ALPHABET.get(model)
+    kind = spec(model).alphabet
     if kind == "binary":
         return (pixels != 0).astype(np.uint8)[None]
     if kind == "grey":
@@ -373,7 +339,7 @@ def to_model(pixels: np.ndarray, mode: str, model: str) -> np.ndarray:
 
 def from_model(arr: np.ndarray, mode: str, model: str) -> np.ndarray:
     """Inverse of `to_model`."""
-    kind = ALPHABET.get(model)
+    kind = spec(model).alphabet
     if kind == "binary":
         return (arr[0] * (1 if mode == "1" else 255)).astype(np.uint8)
     if kind == "grey":

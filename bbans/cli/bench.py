@@ -29,7 +29,7 @@ def _progress_sink(enabled: bool):
 
 
 def _load_models(name: str, dataset: str, device: str):
-    from bbans import checkpoints
+    from bbans.models import checkpoints
 
     models, meta, skipped = {}, {}, {}
     for enc in ("baseline", "refit"):
@@ -100,8 +100,8 @@ def bench_cmd(dataset, model_name, k_list, limit, device, batch_size, lanes, thr
     from rich.console import Console
 
     from bbans import bench
-    from bbans.bitsback import resolve_device
-    from bbans.data import is_binary, load_dataset
+    from bbans.coding.engine import resolve_device
+    from bbans.io.datasets import is_binary, load_dataset
 
     ks = bench.parse_k_list(k_list)
     dev = resolve_device(device)

@@ -1,4 +1,4 @@
-"""Codecs over a `bbans.ans.Message`: a `Codec` is a pair push(msg, symbols) / pop(msg) -> symbols.
+"""Codecs over a `bbans.coding.ans.Message`: a `Codec` is a pair push(msg, symbols) / pop(msg) -> symbols.
 
 Every codec here codes a whole array of symbols as one stream (see `Message.push_stream`), so
 the number of lanes is the message's business, not the data's. Symbols are flat int64 NumPy
@@ -26,8 +26,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from bbans import distributions as D
-from bbans.ans import Message, check_precision
+from bbans.coding import distributions as D
+from bbans.coding.ans import Message, check_precision
 from bbans.errors import ANSError
 
 _BLOCK_ENTRIES = 1 << 21
@@ -335,7 +335,7 @@ def _check_pixel_precision(precision) -> int:
 
 
 def logistic(mean: torch.Tensor, log_scale: torch.Tensor, precision: int, mask=None) -> Codec:
-    """8-bit symbols 0..255, each under its own discretised logistic (bbans.distributions).
+    """8-bit symbols 0..255, each under its own discretised logistic (bbans.coding.distributions).
 
     `mask` as in `bernoulli`.
     """

@@ -2,7 +2,7 @@
 
 A run lives in a folder: `state.safetensors` (weights + Adam moments), `state.json` (epoch,
 history, configuration) written at the end of every epoch, so `--resume` continues from the last
-finished epoch; and `model.*` (see bbans.checkpoints.save_model) written when the run finishes.
+finished epoch; and `model.*` (see bbans.models.checkpoints.save_model) written when the run finishes.
 Shuffling and noise are drawn from generators seeded by (seed, epoch), so a resumed run draws
 the same batches as an uninterrupted one.
 """
@@ -20,10 +20,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bbans import checkpoints as ckpt
-from bbans.data import binarize_test, dynamic_binarize, is_binary, load_dataset
+from bbans.models import checkpoints as ckpt
+from bbans.io.datasets import binarize_test, dynamic_binarize, is_binary, load_dataset
 from bbans.errors import BBANSError
-from bbans.models import VAE, bits_per_dim, build_model, default_architecture
+from bbans.models.base import VAE, bits_per_dim
+from bbans.models.architecture import build_model, default_architecture
 
 EVAL_SEED = 1234  # one fixed reparameterisation noise for every evaluation, so encoders compare fairly
 CALIBRATION_IMAGES = 1000  # training images the latent bucket scales are chosen on
@@ -127,7 +128,7 @@ class TrainConfig:
     seed: int = 0
     width: int | None = None
     family: str = "paper"
-    # 4: p(x | z1) over the 2x2 sub-images in turn (hierarchical family; see bbans.hierarchy)
+    # 4: p(x | z1) over the 2x2 sub-images in turn (hierarchical family; see bbans.models.hierarchy)
     pixel_groups: int = 1
     eval_every: int = 10
     architecture: dict = field(default_factory=dict)
@@ -433,7 +434,7 @@ def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test
     if base_meta is not None:
         meta["base"] = {k: base_meta.get(k) for k in ("hash", "epochs", "test_bits_per_dim", "train_bits_per_dim", "recipe")}
     if cfg.mode == "train" and model.latent_layers > 1:
-        from bbans.bitsback import calibrate_latent_scales
+        from bbans.coding.engine import calibrate_latent_scales
 
         # Last: it runs on the coder's device (the CPU), and the -ELBOs above do not depend on it.
         calibrate_latent_scales(model, calibration_images(train_x, binary))

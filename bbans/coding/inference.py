@@ -11,7 +11,7 @@ images it has just decoded, so everything here must be a deterministic function 
 - the loss is a sum of per-image terms and the decoder's weights are frozen, so one image's
   gradient never mixes with another's.
 
-In a hierarchy (bbans.hierarchy) each layer is refined on its own, given only the layer below
+In a hierarchy (bbans.models.hierarchy) each layer is refined on its own, given only the layer below
 it, because that is all the decompressor holds when it must rebuild that posterior: layer i's
 (mu, std) maximise the bound on log p(z_{i-1}) (log p(x) for the first layer) in which the
 layers above i keep their amortized posteriors. For a single-latent model this is the ELBO.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bbans.distributions import gaussian_kl_std_normal, gaussian_logpdf
+from bbans.coding.distributions import gaussian_kl_std_normal, gaussian_logpdf
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

@@ -9,7 +9,16 @@ import sys
 
 import click
 
-from bbans import archive, images, schema
+from bbans.archive import atomic
+
+from bbans.archive import extract
+
+from bbans.archive import reader
+
+from bbans.archive import writer
+from bbans.io import images
+from bbans.archive import schema
+from bbans.models import checkpoints, registry
 from bbans.errors import BBANSError
 
 EXIT_CODES = """\b
@@ -152,7 +161,7 @@ skipped with a warning. An input is never overwritten, even with -f."""))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Archive to write (.bb).")
 @click.option("--K", "K", type=click.IntRange(0, schema.MAX_K), default=0, show_default=True,
               help="Adam steps of per-image optimal inference (0: amortised encoder only).")
-@click.option("--model", type=click.Choice(["auto", "none", *images.TILES]), default="auto", show_default=True,
+@click.option("--model", type=click.Choice(["auto", "none", *registry.NAMES]), default="auto", show_default=True,
               help="auto: the best bundled model per image; NAME: only that model; none: store everything.")
 @click.option("--encoder", type=click.Choice(["refit", "baseline"]), default="refit", show_default=True,
               help="Which bundled encoder computes the posteriors.")
@@ -183,12 +192,12 @@ def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, ke
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise BBANSError(f"{out_dir}: no such folder")
-    opts = archive.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
+    opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
                            keep=keep)
     with _progress(quiet, as_json) as prog:
-        data, rep = archive.create(list(paths), opts, progress=prog, warn=_warn)
-        check = (lambda tmp: archive.verify(tmp, prog, expect=rep["sha256"])) if verify else None
-        archive.write_atomic(output, data, check)
+        data, rep = writer.create(list(paths), opts, progress=prog, warn=_warn)
+        check = (lambda tmp: reader.verify(tmp, prog, expect=rep["sha256"])) if verify else None
+        atomic.write_atomic(output, data, check)
     rep["archive"] = output
     rep["verified"] = bool(verify)
     for note in rep["notes"]:
@@ -243,7 +252,7 @@ def decompress_cmd(archive_path, outdir, force, quiet, as_json):
     """Restore every entry of ARCHIVE under a folder."""
     outdir = outdir or _default_outdir(archive_path)
     with _progress(quiet, as_json) as prog:
-        rep = archive.extract(archive_path, outdir, force=force, progress=prog, warn=_warn)
+        rep = extract.extract(archive_path, outdir, force=force, progress=prog, warn=_warn)
     if as_json:
         _dump_json(rep)
     elif not quiet:
@@ -261,7 +270,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 def info_cmd(archive_path, as_json):
     """Describe ARCHIVE: models, K, device class, entries with sizes and bits/dim, overhead."""
-    rep = archive.info(archive_path)
+    rep = reader.info(archive_path)
     if as_json:
         _dump_json(rep)
         return
@@ -288,11 +297,11 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def models_cmd(as_json):
     """List the bundled models, the images each serves and their test bits/dim."""
-    have = archive.available_models()
+    have = checkpoints.bundled()
     rows = []
-    for name in images.TILES:
+    for name in registry.NAMES:
         meta = have.get(name)
-        row = {"name": name, "bundled": meta is not None, "serves": images.SERVES[name]}
+        row = {"name": name, "bundled": meta is not None, "serves": registry.spec(name).serves}
         if meta is not None:
             encs = meta.get("encoders", {})
             row["test_bits_per_dim"] = {k: v.get("test_bits_per_dim") for k, v in encs.items()

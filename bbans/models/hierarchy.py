@@ -4,14 +4,14 @@ Generative model: p(zL) = N(0, I), p(z_i | z_{i+1}) Gaussian, p(x | z1) per pixe
 a mixture of discretised logistics). Inference model, also a chain: q(z1 | x), q(z_{i+1} | z_i).
 Because each posterior only looks one layer down, the coder can interleave the layers
 (pop z1, push x, pop z2, push z1, ...), so the bits borrowed for z_{i+1} are repaid by z_i
-just pushed; see bbans.bitsback.
+just pushed; see bbans.coding.engine.
 
 Resolution: z1 is at 1/2 of the image's height and width, z2 and above at 1/4, so the same
 weights code any image whose sides are multiples of 4. No layer mixes images of a batch.
 
 Each layer's latents are coded on the equal-mass buckets of N(0, s_i^2), with s_i
 (`latent_scales`) chosen after training by what the buckets cost
-(`bbans.bitsback.calibrate_latent_scales`).
+(`bbans.coding.engine.calibrate_latent_scales`).
 
 Pixel groups (`pixel_groups` 4): p(x | z1) is split over the four 2x2 sub-images of x,
 p(x_a | z1) p(x_b | x_a, z1) p(x_c | x_a, x_b, z1) p(x_d | x_a, x_b, x_c, z1): a small head per
@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bbans import distributions as D
+from bbans.coding import distributions as D
 from bbans.errors import BBANSError
-from bbans.models import LOG_SCALE_MIN, STD_FLOOR, VAE, _ResBlock
+from bbans.models.base import LOG_SCALE_MIN, STD_FLOOR, VAE, ResBlock
 
 HIER_LIKELIHOODS = ("bernoulli", "logistic_mix")
 PIXEL_GROUPS = (1, 4)
@@ -66,7 +66,7 @@ def _stack(cin: int, width: int, cout: int, blocks: int, resample: str) -> nn.Se
     first = nn.Conv2d(cin, width, 4, stride=2, padding=1) if resample == "down" else nn.Conv2d(cin, width, 3, padding=1)
     last = (nn.ConvTranspose2d(width, cout, 4, stride=2, padding=1) if resample == "up"
             else nn.Conv2d(width, cout, 3, padding=1))
-    return nn.Sequential(first, *[_ResBlock(width) for _ in range(blocks)], nn.ELU(), last)
+    return nn.Sequential(first, *[ResBlock(width) for _ in range(blocks)], nn.ELU(), last)
 
 
 def _gaussian(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

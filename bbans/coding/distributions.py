@@ -1,7 +1,7 @@
 """Float-valued distributions shared by training (log-likelihoods) and coding (CDF tables).
 
 Keeping one definition of each density here means the rate the trainer optimises is the rate
-the coder pays, up to the integer quantisation done in `bbans.codecs`.
+the coder pays, up to the integer quantisation done in `bbans.coding.codecs`.
 
 Pixel values are 8-bit integers 0..255. The logistic works on the scaled value
 x / 127.5 - 1 in [-1, 1], with bins of width 2/255 (PixelCNN++ convention); the lowest and

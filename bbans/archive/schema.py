@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 import re
 
-from bbans import images, rebuild
+from bbans.io import images
+from bbans.io import rebuild
+from bbans.models import registry
 from bbans.errors import ArchiveError
 
 FORMATS_READ = (1, 2)
@@ -32,7 +34,7 @@ CHECKSUM_HEX = 16
 # What a model group may ask of the decoder, against the bits its payload brings: coded values,
 # and coded values times inference passes (K + 1). Real archives spend far more per value
 # (binarized digits, the cheapest images a model codes, take 0.17 bits each); the writer stores
-# a group that would fall under these floors instead of writing it (archive.work_problem).
+# a group that would fall under these floors instead of writing it (bbans.archive.writer).
 MAX_K = 64
 DIMS_FIXED = 1 << 14
 DIMS_PER_BIT = 64
@@ -253,7 +255,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
     for gi, g in enumerate(groups):
         what = f"group {gi}"
         need(isinstance(g, dict), what)
-        need(g.get("model") in images.TILES, f"{what}: unknown model {str(g.get('model'))[:64]!r}")
+        need(g.get("model") in registry.NAMES, f"{what}: unknown model {str(g.get('model'))[:64]!r}")
         need(_is_str(g.get("model_hash"), 128), f"{what}: model hash missing")
         need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
         need(is_int(g.get("tiles"), 1), f"{what}: bad tile count")
@@ -322,8 +324,8 @@ def validate_header(h, payload_len: int, version: int) -> None:
                     need(_is_checksum(e.get("pixels_sha256")), f"{what}: pixel checksum missing")
                 _check_meta(img.get("meta", {}), what)
             model = groups[gi]["model"]
-            c, th, tw = images.TILES[model]
-            need(model in images.routes_for(img["mode"], True), f"{what}: model {model} cannot code mode {img['mode']}")
+            c, th, tw = registry.spec(model).tile
+            need(model in registry.routes_for(img["mode"], True), f"{what}: model {model} cannot code mode {img['mode']}")
             tiles = e.get("tiles")
             need(isinstance(tiles, list) and len(tiles) == 2 and all(is_int(t) for t in tiles), f"{what}: bad tiles")
             need(tiles[0] == next_tile[gi], f"{what}: tiles out of order")

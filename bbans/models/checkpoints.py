@@ -20,10 +20,11 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save_file as st_save_file
 
 from bbans.errors import BBANSError
-from bbans.models import VAE, build_model
+from bbans.models.base import VAE
+from bbans.models import registry
+from bbans.models.architecture import build_model
 
 BUNDLED_PACKAGE = "bbans.bundled"
-BUNDLED_NAMES = ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist", "cifar10-hier", "cifar10")
 ENCODERS = ("refit", "baseline")
 
 
@@ -119,7 +120,7 @@ def list_models() -> list[dict]:
     Per-encoder figures and hashes are under "encoders"; the top-level "hash" and
     "test_bits_per_dim" are those of the default (refit) encoder."""
     out = []
-    for name in BUNDLED_NAMES:
+    for name in registry.NAMES:
         raw = _read_bundled(f"{name}.json")
         if raw is None:
             continue
@@ -159,7 +160,7 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
 
 def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str | Path,
            control_run: str | Path | None = None, notes: str = "", checks: dict | None = None) -> dict:
-    """Assemble a bundled model from run folders (bbans.train): decoder + baseline encoder from
+    """Assemble a bundled model from run folders (bbans.training.train): decoder + baseline encoder from
     the base run, the refit encoder from the refit run; the control's figures go in the record."""
     base_run, refit_run, out_dir = Path(base_run), Path(refit_run), Path(out_dir)
     base_meta = json.loads((base_run / "model.json").read_text())
@@ -212,3 +213,21 @@ def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str 
     rec["recipe"] = base_meta["recipe"]
     (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
     return rec
+
+
+def bundled() -> dict[str, dict]:
+    """Metadata of the bundled models present, by name."""
+    return {m["name"]: m for m in list_models()}
+
+
+class Loaded:
+    """Each (model, encoder, device) loaded once, for a run that codes several groups."""
+
+    def __init__(self) -> None:
+        self.cache: dict = {}
+
+    def get(self, name: str, encoder: str, device: str) -> tuple[VAE, dict]:
+        key = (name, encoder, device)
+        if key not in self.cache:
+            self.cache[key] = load_model(name, encoder=encoder, device=device)
+        return self.cache[key]

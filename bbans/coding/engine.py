@@ -4,7 +4,7 @@ For each batch the compressor pops z from the discretised posterior, pushes x wi
 pushes z with the prior; the decompressor runs the mirror image in reverse batch order. All
 batches share one message, so each batch's bits-back is paid for by the data already pushed.
 
-A model with a chain of latent layers (bbans.hierarchy) is coded with Bit-Swap's interleaving,
+A model with a chain of latent layers (bbans.models.hierarchy) is coded with Bit-Swap's interleaving,
 of which the single-latent codec is the case L = 1:
     pop z1 ~ q(z1|x), push x ~ p(x|z1), pop z2 ~ q(z2|z1), push z1 ~ p(z1|z2), ...,
     push zL ~ p(zL).
@@ -40,13 +40,13 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import torch
 
-from bbans import codecs
-from bbans.ans import Message
-from bbans.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
+from bbans.coding import codecs
+from bbans.coding.ans import Message
+from bbans.coding.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
                                  std_normal_bucket_edges)
 from bbans.errors import BBANSError, MismatchError
-from bbans.hierarchy import split_groups
-from bbans.inference import posterior
+from bbans.models.hierarchy import split_groups
+from bbans.coding.inference import posterior
 
 LN2 = math.log(2.0)
 
@@ -235,7 +235,7 @@ class _Session:
         return codecs.uniform(n_symbols, self.config.prior_prec)
 
     def observation_codec(self, params: dict, mask: torch.Tensor | None) -> codecs.Codec:
-        """p(x | z1) as a codec; with pixel groups, one group after another (see bbans.hierarchy)."""
+        """p(x | z1) as a codec; with pixel groups, one group after another (see bbans.models.hierarchy)."""
         groups = int(getattr(self.model, "pixel_groups", 1))
         if groups == 1:
             return self._pixel_codec(params, mask)

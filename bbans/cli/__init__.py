@@ -19,24 +19,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    # Each module owns its commands; importing them here keeps one place that lists them.
-    import importlib
+    # Each module owns its commands; this is the one place that lists them.
+    from bbans.cli import bench, codec, train
 
-    for module, names in (
-        ("bbans.cli_codec", ("compress", "decompress", "info", "models")),
-        ("bbans.cli_train", ("train", "refit")),
-        ("bbans.cli_bench", ("bench",)),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name != module:
-                raise
-            continue
+    for module, names in ((codec, ("compress", "decompress", "info", "models")), (train, ("train", "refit")),
+                          (bench, ("bench",))):
         for name in names:
-            cmd = getattr(mod, name.replace("-", "_") + "_cmd", None)
-            if cmd is not None:
-                cli.add_command(cmd, name)
+            cli.add_command(getattr(module, f"{name}_cmd"), name)
 
 
 _register()

@@ -1,0 +1,253 @@
+"""The `.bb` container (docs/FORMAT.md): preamble, LZMA2 JSON header, payload blobs, sha256 trailer.
+
+`pack` builds the bytes and `unpack` takes them apart; `Reader` checks them (magic, version,
+lengths, the trailing sha256, the header's schema and every entry name) before anything is
+allocated or written. Stored files are LZMA2 blobs (`store` / `unstore_chunks`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import os
+import stat
+import struct
+from typing import Callable, Iterator
+
+from bbans.archive import schema
+from bbans import __version__
+from bbans.errors import ArchiveError, BBANSError
+
+
+MAGIC = b"BBANS\x00"
+FORMAT_VERSION = 2
+# magic, format version, header length (compressed), header length (JSON), payload length
+_PREAMBLE = struct.Struct("<6sHIIQ")
+PREAMBLE_SIZE = _PREAMBLE.size  # 24
+TRAILER_SIZE = 32  # sha256 of everything before it
+OVERHEAD_FIXED = PREAMBLE_SIZE + TRAILER_SIZE
+HEADER_DICT = 1 << 20
+# Per-entry checksums are the first 8 bytes of a sha256: they catch decoding that went wrong
+# (the trailing full sha256 already catches corruption), and a full digest would cost more
+# than the model spends on a small image.
+CHECKSUM_HEX = schema.CHECKSUM_HEX
+LZMA_MAX_RATIO = schema.LZMA_MAX_RATIO
+LZMA_MAX_DICT = schema.LZMA_MAX_DICT
+STAGING_PREFIX = schema.STAGING_PREFIX
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Warn = Callable[[str], None]
+
+
+def noop_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def noop_warn(msg: str) -> None:
+    pass
+
+
+# ---- the container ---------------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:CHECKSUM_HEX]
+
+
+def _lzma_filters(dict_size: int, preset: int | None = 9 | lzma.PRESET_EXTREME) -> list[dict]:
+    f = {"id": lzma.FILTER_LZMA2, "dict_size": dict_size}
+    if preset is not None:
+        f["preset"] = preset
+    return [f]
+
+
+def _dict_size_for(n: int) -> int:
+    # Sized to the data: preset 9's 64 MiB dictionary costs ~100x the time on small inputs.
+    size = 4096
+    while size < n and size < LZMA_MAX_DICT:
+        size *= 2
+    return size
+
+
+def pack(header: dict, blobs: list[bytes], version: int = FORMAT_VERSION) -> bytes:
+    """Archive bytes: preamble, LZMA2-compressed JSON header, the blobs back to back, sha256."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    head = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
+    payload_len = sum(len(b) for b in blobs)
+    h = hashlib.sha256()
+    out = io.BytesIO()
+    for part in (_PREAMBLE.pack(MAGIC, version, len(head), len(raw), payload_len), head, *blobs):
+        h.update(part)
+        out.write(part)
+    out.write(h.digest())
+    return out.getvalue()
+
+
+def unpack(data: bytes) -> tuple[int, dict, bytes]:
+    """(format version, header, payload area) of archive bytes, unchecked: the inverse of `pack`
+    for tools and tests that take archives apart. `Reader` is the checked way in."""
+    _, version, head_len, raw_len, payload_len = _PREAMBLE.unpack(data[:PREAMBLE_SIZE])
+    head = data[PREAMBLE_SIZE:PREAMBLE_SIZE + head_len]
+    raw = lzma.decompress(head, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT, None))
+    start = PREAMBLE_SIZE + head_len
+    return version, json.loads(raw), data[start:start + payload_len]
+
+
+class Blobs:
+    """Hands out consecutive (offset, length) slots in the payload area."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.end = 0
+
+    def add(self, data: bytes) -> dict:
+        ref = {"offset": self.end, "length": len(data)}
+        self.parts.append(data)
+        self.end += len(data)
+        return ref
+
+
+class Reader:
+    """A checked archive. Construction validates everything that can be validated without
+    decoding; blobs are read lazily from the file (or bytes)."""
+
+    def __init__(self, source: str | os.PathLike | bytes):
+        self.name = "<memory>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+        if isinstance(source, (bytes, bytearray)):
+            self._f = io.BytesIO(bytes(source))
+            size = len(source)
+        else:
+            try:
+                # O_NONBLOCK: opening a fifo named as the archive must not hang.
+                fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+                self._f = os.fdopen(fd, "rb")
+                st = os.fstat(fd)
+            except FileNotFoundError:
+                raise BBANSError(f"{self.name}: no such file") from None
+            except IsADirectoryError:
+                raise BBANSError(f"{self.name}: is a directory, not an archive") from None
+            except OSError as exc:
+                raise BBANSError(f"{self.name}: cannot read ({exc.strerror})") from None
+            if not stat.S_ISREG(st.st_mode):
+                self._f.close()
+                raise BBANSError(f"{self.name}: not a regular file")
+            size = st.st_size
+        self.size = size
+        try:
+            self._check(size)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check(self, size: int) -> None:
+        f = self._f
+        pre = f.read(PREAMBLE_SIZE)
+        if len(pre) < 8 or pre[:6] != MAGIC:
+            raise ArchiveError(f"{self.name}: not a bbans archive (bad magic)")
+        version = struct.unpack("<H", pre[6:8])[0]
+        if version > FORMAT_VERSION:
+            raise ArchiveError(
+                f"{self.name}: made by a newer bbans (format {version}); this bbans "
+                f"{__version__} reads formats {', '.join(map(str, schema.FORMATS_READ))}"
+            )
+        if version not in schema.FORMATS_READ:
+            raise ArchiveError(f"{self.name}: unknown archive format {version}")
+        if len(pre) < PREAMBLE_SIZE:
+            raise ArchiveError(f"{self.name}: truncated ({size} bytes, shorter than the preamble)")
+        _, _, head_len, raw_len, payload_len = _PREAMBLE.unpack(pre)
+        want = OVERHEAD_FIXED + head_len + payload_len
+        if want > size:
+            raise ArchiveError(f"{self.name}: truncated (declares {want} bytes, file has {size})")
+        if want < size:
+            raise ArchiveError(f"{self.name}: {size - want} unexpected bytes after the end of the archive")
+        # The checksum first: every later check may then assume the bytes are as written.
+        h = hashlib.sha256(pre)
+        left = size - PREAMBLE_SIZE - TRAILER_SIZE
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                raise ArchiveError(f"{self.name}: truncated while reading")
+            h.update(chunk)
+            left -= len(chunk)
+        if f.read(TRAILER_SIZE) != h.digest():
+            raise ArchiveError(f"{self.name}: checksum mismatch (the archive is corrupt)")
+        if raw_len > min(schema.MAX_HEADER_JSON, LZMA_MAX_RATIO * head_len + 4096):
+            raise ArchiveError(f"{self.name}: header declares {raw_len} bytes from {head_len} compressed")
+        f.seek(PREAMBLE_SIZE)
+        try:
+            raw = b"".join(unstore_chunks(f.read(head_len), {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
+        except ArchiveError:
+            raise ArchiveError(f"{self.name}: header does not decompress") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ArchiveError(f"{self.name}: header is not valid JSON") from None
+        self.header_len, self.payload_len = head_len, payload_len
+        self.payload_start = PREAMBLE_SIZE + head_len
+        try:
+            schema.validate_header(header, payload_len, version)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.name}: {exc}") from None
+        self.version = version
+        self.header = header
+        self.entries: list[dict] = header["entries"]
+        self.groups: list[dict] = header["groups"]
+
+    def blob(self, ref: dict) -> bytes:
+        self._f.seek(self.payload_start + ref["offset"])
+        data = self._f.read(ref["length"])
+        if len(data) != ref["length"]:
+            raise ArchiveError(f"{self.name}: truncated while reading a payload")
+        return data
+
+    @property
+    def overhead(self) -> int:
+        return OVERHEAD_FIXED + self.header_len
+
+
+# ---- stored entries --------------------------------------------------------------------------
+
+
+def store(data: bytes) -> tuple[bytes, dict]:
+    """Raw LZMA2 at preset 9e, or the bytes themselves when that does not help."""
+    dict_size = _dict_size_for(len(data))
+    packed = lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma_filters(dict_size))
+    if len(packed) < len(data):
+        return packed, {"codec": "lzma2", "dict_size": dict_size}
+    return data, {"codec": "raw"}
+
+
+def unstore_chunks(blob: bytes, spec: dict, size: int) -> Iterator[bytes]:
+    """The stored bytes in pieces, never producing more than the declared size."""
+    if spec["codec"] == "raw":
+        yield blob
+        return
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(spec["dict_size"], None))
+    produced = 0
+    data = blob
+    try:
+        while True:
+            chunk = d.decompress(data, max_length=min(1 << 20, size - produced + 1))
+            data = b""
+            produced += len(chunk)
+            if produced > size:
+                raise ArchiveError("stored entry decodes to more bytes than declared")
+            if chunk:
+                yield chunk
+            if d.eof or (not chunk and d.needs_input):
+                break
+    except lzma.LZMAError:
+        raise ArchiveError("stored entry is not valid LZMA2 data") from None
+    if produced != size:
+        raise ArchiveError(f"stored entry decodes to {produced} bytes, declared {size}")

@@ -1,0 +1,386 @@
+"""Making an archive: walk the inputs, route each file (bbans.io.images.probe), code the tiles of
+each model group in one engine call, store everything else with LZMA2, and write the result
+atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bbans import __version__
+from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, Blobs, Progress, Warn, checksum, noop_progress,
+                                  noop_warn, pack, store)
+from bbans.archive.reader import describe_header
+from bbans.archive.schema import check_name, work_problem
+from bbans.coding import engine
+from bbans.errors import ArchiveError, BBANSError
+from bbans.io import images
+from bbans.models import checkpoints, registry
+
+
+# ---- reading the inputs ----------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    path: str  # archive name
+    kind: str  # "file" | "dir" | "symlink"
+    source: str  # where it was found
+    st: os.stat_result
+    target: str = ""
+
+
+@dataclass
+class Scan:
+    items: list[_Input] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
+
+
+def _portable_name_problem(name: str) -> str:
+    try:
+        check_name(name)
+    except ArchiveError as exc:
+        return str(exc)
+    return ""
+
+
+def scan(roots: list[str], exclude: set[str] | None = None) -> Scan:
+    """Walk the inputs. A folder root contributes its contents (names relative to it); a file
+    root contributes its base name. Symlinks named on the command line are followed; symlinks
+    inside folders are recorded as links. Two inputs mapping to one name is an error."""
+    exclude = exclude or set()
+    out = Scan()
+    owner: dict[str, _Input] = {}
+
+    def add(item: _Input) -> None:
+        prev = owner.get(item.path)
+        if prev is not None:
+            if prev.kind == "dir" and item.kind == "dir":
+                return  # two roots sharing a subfolder: merged
+            raise BBANSError(
+                f"two inputs would both be stored as {item.path!r}: {prev.source} and {item.source}; "
+                "compress them into separate archives or rename one"
+            )
+        problem = _portable_name_problem(item.path)
+        if problem:
+            out.skipped.append((item.source, f"name cannot be stored portably ({problem})"))
+            return
+        owner[item.path] = item
+        out.items.append(item)
+
+    def walk(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            raise BBANSError(f"cannot list {folder}: {exc.strerror}") from None
+        for d in names:
+            src = os.path.join(folder, d.name)
+            name = f"{prefix}{d.name}"
+            try:
+                st = os.lstat(src)
+            except OSError as exc:
+                raise BBANSError(f"cannot read {src}: {exc.strerror}") from None
+            if os.path.realpath(src) in exclude and not stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                add(_Input(name, "symlink", src, st, os.readlink(src)))
+            elif stat.S_ISDIR(st.st_mode):
+                add(_Input(name, "dir", src, st))
+                walk(src, name + "/")
+            elif stat.S_ISREG(st.st_mode):
+                add(_Input(name, "file", src, st))
+            else:
+                out.skipped.append((src, _special_kind(st.st_mode)))
+
+    for root in roots:
+        try:
+            st = os.stat(root)  # follows a symlink named on the command line
+        except FileNotFoundError:
+            raise BBANSError(f"{root}: no such file or folder") from None
+        except OSError as exc:
+            raise BBANSError(f"{root}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            walk(root, "")
+        elif stat.S_ISREG(st.st_mode):
+            name = os.path.basename(os.path.normpath(os.path.abspath(root)))
+            if os.path.realpath(root) not in exclude:
+                # Read through the link the user named; files inside folders are never followed.
+                add(_Input(name, "file", os.path.realpath(root), st))
+        else:
+            out.skipped.append((root, _special_kind(st.st_mode)))
+    out.items.sort(key=lambda i: i.path)
+    return out
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (fifo) skipped"
+    if stat.S_ISSOCK(mode):
+        return "socket skipped"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file skipped"
+    return "special file skipped"
+
+
+def _read_regular(path: str) -> bytes:
+    """Read a file that must still be a regular file; never blocks on a fifo swapped in."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise BBANSError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BBANSError(f"{path} changed into a non-regular file while reading")
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# ---- create ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    model: str = "auto"  # "auto", "none" or a model name
+    encoder: str = "refit"
+    K: int = 0
+    device: str = "auto"
+    batch_size: int = 256
+    lanes: int | None = None  # None: auto_lanes
+    seed: int = 0
+    keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
+
+
+def auto_lanes(coded_dims: int) -> int:
+    """Each lane ends as an 8-byte head in the payload, but the engine walks the values in
+    steps of `lanes`: as few lanes as keep that walk under ~512 steps, between 8 and 128."""
+    lanes = 8
+    while lanes < 128 and lanes * 512 < coded_dims:
+        lanes *= 2
+    return lanes
+
+
+def _route(probes: dict[str, images.Probe], allowed: set[str]) -> dict[str, str]:
+    """path -> the first model in the image's preference list that may be used."""
+    chosen = {}
+    for path, p in probes.items():
+        usable = [m for m in p.routes if m in allowed]
+        if usable:
+            chosen[path] = usable[0]
+    return chosen
+
+
+def create(roots: list[str], opts: Options, progress: Progress = noop_progress, warn: Warn = noop_warn,
+           exclude: set[str] | None = None) -> tuple[bytes, dict]:
+    """Build an archive of `roots`. Returns (archive bytes, report)."""
+    sc = scan(roots, exclude)
+    for src, why in sc.skipped:
+        warn(f"{src}: {why}")
+    have = checkpoints.bundled() if opts.model != "none" else {}
+    if opts.model not in ("auto", "none"):
+        if opts.model not in registry.NAMES:
+            raise BBANSError(f"unknown model {opts.model!r}; choose auto, none, {', '.join(registry.NAMES)}")
+        if opts.model not in have:
+            raise BBANSError(f"model {opts.model!r} is not bundled with this bbans (see `bbans models`)")
+    allowed = set(have) if opts.model == "auto" else ({opts.model} & set(have))
+    notes: list[str] = []
+
+    files = [i for i in sc.items if i.kind == "file"]
+    entries: list[dict] = []
+    datas: dict[str, bytes] = {}
+    probes: dict[str, images.Probe] = {}
+    full_hashes: dict[str, str] = {}
+    for n, item in enumerate(files):
+        progress("reading", n, len(files))
+        datas[item.path] = _read_regular(item.source)
+        full_hashes[item.path] = hashlib.sha256(datas[item.path]).hexdigest()
+        probes[item.path] = images.probe(datas[item.path], opts.keep)
+    progress("reading", len(files), len(files))
+
+    device = opts.device
+    models = checkpoints.Loaded()
+    unusable: dict[str, str] = {name: "is not bundled" for name in registry.NAMES if name not in have}
+    while True:
+        chosen = _route(probes, allowed - set(unusable))
+        needed = sorted(set(chosen.values()))
+        if needed:
+            device = engine.resolve_device(opts.device)
+        failed = False
+        for name in needed:
+            try:
+                models.get(name, opts.encoder, device)
+            except BBANSError as exc:
+                if opts.model != "auto":
+                    raise
+                unusable[name] = f"could not be loaded ({exc})"
+                failed = True
+        if not failed:
+            break
+    missing: dict[tuple[str, str], int] = {}
+    for path, p in probes.items():
+        if not p.routes:
+            continue
+        if path in chosen and (opts.model != "auto" or chosen[path] == p.routes[0]):
+            continue
+        if opts.model == "none":
+            p.reason = "--model none"
+        elif opts.model != "auto":
+            p.reason = f"not served by --model {opts.model}"
+        else:
+            want = p.routes[0]
+            went = f"coded with {chosen[path]}" if path in chosen else "stored with LZMA2"
+            p.reason = f"model {want} {unusable[want]}"
+            missing[(want, went)] = missing.get((want, went), 0) + 1
+    for (name, went), count in sorted(missing.items()):
+        notes.append(f"model {name} {unusable[name]}: {count} image(s) {went} instead")
+
+    # Model groups, in the order of first use over the sorted entries: deterministic.
+    group_order: list[str] = []
+    for path in sorted(chosen):
+        if chosen[path] not in group_order:
+            group_order.append(chosen[path])
+
+    groups: list[dict] = []
+    blobs = Blobs()
+    tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
+    est_bits: dict[str, float] = {}
+    if group_order:
+        versions = {"bbans": __version__, "numpy": np.__version__, "torch": torch.__version__}
+        for name in group_order:
+            c, th, tw = registry.spec(name).tile
+            members = [p for p in sorted(chosen) if chosen[p] == name]
+            tiles_l, masks_l, counts = [], [], []
+            for path in members:
+                pr = probes[path]
+                t, m = images.tile(images.to_model(pr.pixels, pr.mode, name), (th, tw))
+                tiles_l.append(t)
+                masks_l.append(m)
+                counts.append(len(t))
+            tiles = np.concatenate(tiles_l)
+            mask = np.concatenate(masks_l)
+            masked = not bool(mask.all())
+            model, meta = models.get(name, opts.encoder, device)
+            lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
+            config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
+                                           batch_size=opts.batch_size, device=device)
+            stage = f"coding {len(members)} image(s) with {name}"
+            payload, stats = engine.compress(
+                model, tiles, mask if masked else None, config,
+                progress=lambda done, total, s=stage: progress(s, done, total),
+            )
+            coded_dims = int(mask.sum()) * c
+            problem = work_problem(coded_dims, opts.K, len(payload))
+            if problem:
+                # The reader refuses such a group (it could be a decompression bomb), so the
+                # writer never makes one: these images are nearly blank and LZMA2 stores them well.
+                for path in members:
+                    probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
+                    probes[path].routes = ()
+                continue
+            gi = len(groups)
+            per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
+            start = 0
+            for path, count in zip(members, counts):
+                tile_plan[path] = (gi, start, count)
+                est_bits[path] = float(per_tile[start:start + count].sum())
+                start += count
+            groups.append({
+                "model": name,
+                "model_hash": meta["hash"],
+                "encoder": opts.encoder,
+                "engine": stats["config"].to_dict(),
+                "tiles": int(len(tiles)),
+                "masked": masked,
+                "coded_dims": coded_dims,
+                "payload": blobs.add(payload),
+                "versions": versions,
+                "fingerprint": engine.fingerprint(config),
+                "neg_elbo_bits": float(stats["neg_elbo_bits"]),
+                "phantom_peak": int(stats["phantom_peak"]),
+            })
+
+    # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them, in
+    # entry order (each recipe records only its frame's length).
+    frames = [probes[p].frame for p in sorted(tile_plan) if probes[p].recipe is not None]
+    frames_entry = None
+    if frames:
+        blob, spec = store(b"".join(frames))
+        frames_entry = {**blobs.add(blob), **spec, "size": sum(map(len, frames)),
+                        "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
+
+    stored_n = 0
+    n_stored_total = sum(1 for i in files if i.path not in tile_plan)
+    for item in sc.items:
+        e: dict = {"path": item.path, "kind": item.kind if item.kind != "file" else ""}
+        if item.kind == "symlink":
+            e["target"] = item.target
+            entries.append(e)
+            continue
+        e["perm"] = stat.S_IMODE(item.st.st_mode) & 0o777
+        e["mtime_ns"] = item.st.st_mtime_ns
+        if item.kind == "dir":
+            entries.append(e)
+            continue
+        data = datas.pop(item.path)
+        pr = probes.pop(item.path)
+        e["size"] = len(data)
+        if item.path in tile_plan:
+            gi, start, count = tile_plan[item.path]
+            e["kind"] = "model"
+            e["group"] = gi
+            e["tiles"] = [start, count]
+            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+            e["sha256"] = checksum(data)
+            if pr.recipe is not None:
+                # The rebuilt file's checksum covers its pixels too.
+                e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
+            else:
+                e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
+                e["image"]["meta"] = pr.meta
+            # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
+            e["est_bits"] = max(0, int(round(est_bits[item.path])))
+        else:
+            progress("storing", stored_n, n_stored_total)
+            stored_n += 1
+            blob, spec = store(data)
+            e["kind"] = "stored"
+            e["sha256"] = checksum(data)
+            e["data"] = {**blobs.add(blob), **spec}
+            e["why"] = pr.reason or "not an image"
+            if pr.is_image and pr.mode and pr.size:
+                e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+        entries.append(e)
+    progress("storing", n_stored_total, n_stored_total)
+
+    # Payload order must be header order (groups, then entries): the reader insists on it.
+    header = {
+        "format": FORMAT_VERSION,
+        "created_by": {"bbans": __version__},
+        "device": device if group_order else None,
+        "groups": groups,
+        "entries": entries,
+    }
+    if frames_entry is not None:
+        header["frames"] = frames_entry
+    archive = pack(header, blobs.parts)
+    report = describe_header(header, len(archive), len(archive) - blobs.end)
+    report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
+    report["notes"] = notes
+    report["sha256"] = full_hashes
+    return archive, report
+
+

@@ -1,0 +1,2 @@
+"""Models: the VAE interface, the paper's models, the hierarchy, likelihoods, the registry of
+bundled models and their checkpoints."""

@@ -1,0 +1,1 @@
+"""Training: fitting models and refitting encoders, and calibrating the latent buckets."""
