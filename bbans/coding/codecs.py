@@ -1,4 +1,5 @@
-"""Codecs over a `bbans.coding.ans.Message`: a `Codec` is a pair push(msg, symbols) / pop(msg) -> symbols.
+"""The codecs of distributions over a `bbans.coding.ans.Message`; how codecs combine (masking,
+sequences, bits-back) is bbans.coding.compose and bbans.coding.bitsback.
 
 Every codec here codes a whole array of symbols as one stream (see `Message.push_stream`), so
 the number of lanes is the message's business, not the data's. Symbols are flat int64 NumPy
@@ -21,38 +22,17 @@ symbols of a chunk of lanes with a branch-free binary search, about log2(K) vect
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from bbans.coding import distributions as D
 from bbans.coding.ans import Message, check_precision
+from bbans.coding.compose import Codec, flat_ints
 from bbans.errors import ANSError
 
 _BLOCK_ENTRIES = 1 << 21
-
-
-class Codec(NamedTuple):
-    push: Callable[[Message, Any], None]
-    pop: Callable[[Message], Any]
-
-
-def serial(codecs: Sequence[Codec]) -> Codec:
-    """Codes a list of symbols, one per codec; pops them in list order."""
-    codecs = list(codecs)
-
-    def push(msg: Message, symbols) -> None:
-        symbols = list(symbols)
-        if len(symbols) != len(codecs):
-            raise ANSError(f"serial codec of {len(codecs)} parts got {len(symbols)} symbol arrays")
-        for codec, x in zip(reversed(codecs), reversed(symbols)):
-            codec.push(msg, x)
-
-    def pop(msg: Message) -> list:
-        return [codec.pop(msg) for codec in codecs]
-
-    return Codec(push, pop)
 
 
 # ----------------------------------------------------------------- helpers
@@ -88,59 +68,15 @@ def quantize_cdf(cdf: torch.Tensor, precision: int) -> torch.Tensor:
     return q.add_(torch.arange(k + 1, dtype=torch.int64, device=q.device))
 
 
-def _to_numpy_ints(x, what: str) -> np.ndarray:
-    if torch.is_tensor(x):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.dtype.kind not in "iub":
-        raise ANSError(f"{what} must be integers, got dtype {x.dtype}")
-    return x.reshape(-1).astype(np.int64, copy=False)
-
-
-def _symbols(x, n: int, k: int, rows: np.ndarray | None) -> np.ndarray:
-    """Flat int64 symbols of the coded positions, checked to lie in 0..k-1."""
-    x = _to_numpy_ints(x, "symbols")
+def _symbols(x, n: int, k: int) -> np.ndarray:
+    """Flat int64 symbols, checked to be n of them in 0..k-1."""
+    x = flat_ints(x)
     if x.size != n:
         raise ANSError(f"expected {n} symbols, got {x.size}")
-    if rows is not None:
-        x = x[rows]
     if x.size and (x.min() < 0 or x.max() >= k):
         bad = int(np.flatnonzero((x < 0) | (x >= k))[0])
         raise ANSError(f"symbol {int(x[bad])} out of range 0..{k - 1}")
     return x
-
-
-def _coded_rows(shape: tuple, mask) -> np.ndarray | None:
-    """Flat C-order indices of the coded elements of a tensor of `shape`; None means all.
-
-    A mask of shape (N, H, W) applies to every channel of an (N, C, H, W) tensor.
-    """
-    if mask is None:
-        return None
-    if torch.is_tensor(mask):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != tuple(shape):
-        if len(shape) == 4 and mask.shape == (shape[0], shape[2], shape[3]):
-            mask = np.broadcast_to(mask[:, None], shape)
-        else:
-            raise ANSError(f"mask of shape {mask.shape} does not fit parameters of shape {tuple(shape)}")
-    return np.flatnonzero(mask)
-
-
-def _scatter(values: np.ndarray, n: int, rows: np.ndarray | None) -> np.ndarray:
-    if rows is None:
-        return values.astype(np.int64, copy=False)
-    out = np.zeros(n, dtype=np.int64)
-    out[rows] = values
-    return out
-
-
-def _take_rows(t: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
-    t = t.reshape(-1)
-    if rows is None:
-        return t
-    return t[torch.as_tensor(rows, device=t.device)]
 
 
 class _TableStream:
@@ -233,6 +169,13 @@ class _TableStream:
         return msg.pop_stream(n, prec, lookup)
 
 
+def _table_codec(stream: _TableStream) -> Codec:
+    def push(msg: Message, symbols) -> None:
+        stream.push(msg, _symbols(symbols, stream.n, stream.k))
+
+    return Codec(push, stream.pop)
+
+
 # ------------------------------------------------------------------- codecs
 
 
@@ -253,15 +196,7 @@ def categorical(cdf_int: np.ndarray, precision: int) -> Codec:
         rows = np.ascontiguousarray(table[a:b], dtype=np.int64)
         return torch.from_numpy(rows if rows.flags.writeable else rows.copy())
 
-    stream = _TableStream(n, k, prec, build, validate=True)
-
-    def push(msg: Message, symbols) -> None:
-        stream.push(msg, _symbols(symbols, n, k, None))
-
-    def pop(msg: Message) -> np.ndarray:
-        return stream.pop(msg)
-
-    return Codec(push, pop)
+    return _table_codec(_TableStream(n, k, prec, build, validate=True))
 
 
 def uniform(n: int, precision: int) -> Codec:
@@ -272,7 +207,7 @@ def uniform(n: int, precision: int) -> Codec:
     n = int(n)
 
     def push(msg: Message, symbols) -> None:
-        x = _symbols(symbols, n, 1 << prec, None)
+        x = _symbols(symbols, n, 1 << prec)
         msg.push_stream(x, np.ones(n, dtype=np.int64), prec)
 
     def pop(msg: Message) -> np.ndarray:
@@ -286,18 +221,14 @@ def uniform(n: int, precision: int) -> Codec:
     return Codec(push, pop)
 
 
-def bernoulli(p: torch.Tensor, precision: int, mask=None) -> Codec:
+def bernoulli(p: torch.Tensor, precision: int) -> Codec:
     """Symbols in {0, 1} with P(1) = p, elementwise; no tables (two symbols need one number).
 
     For extreme probabilities pass p in float64 (e.g. ``torch.sigmoid(logits.double())``).
-    `mask` (same shape as p, or (N, H, W) for p of shape (N, C, H, W)) selects the coded
-    elements; the others are not coded and pop as 0.
     """
     prec = check_precision(precision)
-    p = torch.as_tensor(p)
-    shape, n = tuple(p.shape), p.numel()
-    rows = _coded_rows(shape, mask)
-    pc = _take_rows(p, rows).to(torch.float64)
+    pc = torch.as_tensor(p).reshape(-1).to(torch.float64)
+    n = pc.numel()
     # quantize_cdf's middle column of the table [0, 1 - p, 1], without building the table:
     # one pass per step instead of three columns of them, on millions of pixels.
     spare = float((1 << prec) - 2)
@@ -306,7 +237,7 @@ def bernoulli(p: torch.Tensor, precision: int, mask=None) -> Codec:
     d = (1 << prec) - 2 * q0  # freq(1) - freq(0)
 
     def push(msg: Message, symbols) -> None:
-        x = _symbols(symbols, n, 2, rows)
+        x = _symbols(symbols, n, 2)
         msg.push_stream(x * q0, q0 + x * d, prec)
 
     def pop(msg: Message) -> np.ndarray:
@@ -315,7 +246,7 @@ def bernoulli(p: torch.Tensor, precision: int, mask=None) -> Codec:
             x = (cf >= q).astype(np.int64)
             return x, x * q, q + x * dd
 
-        return _scatter(msg.pop_stream(q0.size, prec, lookup), n, rows)
+        return msg.pop_stream(n, prec, lookup)
 
     return Codec(push, pop)
 
@@ -334,132 +265,63 @@ def _check_pixel_precision(precision) -> int:
     return prec
 
 
-def logistic(mean: torch.Tensor, log_scale: torch.Tensor, precision: int, mask=None) -> Codec:
-    """8-bit symbols 0..255, each under its own discretised logistic (bbans.coding.distributions).
-
-    `mask` as in `bernoulli`.
-    """
+def logistic(mean: torch.Tensor, log_scale: torch.Tensor, precision: int) -> Codec:
+    """8-bit symbols 0..255, each under its own discretised logistic (bbans.coding.distributions)."""
     prec = _check_pixel_precision(precision)
     mean, log_scale = torch.as_tensor(mean), torch.as_tensor(log_scale)
     if mean.shape != log_scale.shape:
         raise ANSError(f"mean {tuple(mean.shape)} and log_scale {tuple(log_scale.shape)} differ in shape")
-    shape, n = tuple(mean.shape), mean.numel()
-    rows = _coded_rows(shape, mask)
-    m = _take_rows(mean, rows).to(torch.float64)
-    s = _take_rows(log_scale, rows).to(torch.float64)
-    stream = _TableStream(m.numel(), D.LEVELS, prec, _logistic_rows(m, s, prec), validate=False)
-
-    def push(msg: Message, symbols) -> None:
-        stream.push(msg, _symbols(symbols, n, D.LEVELS, rows))
-
-    def pop(msg: Message) -> np.ndarray:
-        return _scatter(stream.pop(msg), n, rows)
-
-    return Codec(push, pop)
+    m = mean.reshape(-1).to(torch.float64)
+    s = log_scale.reshape(-1).to(torch.float64)
+    return _table_codec(_TableStream(m.numel(), D.LEVELS, prec, _logistic_rows(m, s, prec), validate=False))
 
 
-def logistic_mix(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, precision: int,
-                 mask=None) -> Codec:
-    """8-bit symbols under a mixture of discretised logistics per pixel.
-
-    Parameters (N, M, C, H, W), mixture on dim 1; symbols (N, C, H, W). `mask` as in `bernoulli`.
-    """
+def logistic_mix(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, precision: int) -> Codec:
+    """8-bit symbols under a mixture of discretised logistics each: parameters (n, M), mixture last."""
     prec = _check_pixel_precision(precision)
-    logit_w, mean, log_scale = (torch.as_tensor(t) for t in (logit_w, mean, log_scale))
-    if mean.ndim != 5 or logit_w.shape != mean.shape or log_scale.shape != mean.shape:
+    w, mu, ls = (torch.as_tensor(t).to(torch.float64) for t in (logit_w, mean, log_scale))
+    if mu.ndim != 2 or w.shape != mu.shape or ls.shape != mu.shape:
         raise ANSError(
-            "logistic_mix needs logit_w, mean, log_scale of one shape (N, M, C, H, W), got "
-            f"{tuple(logit_w.shape)}, {tuple(mean.shape)}, {tuple(log_scale.shape)}"
+            "logistic_mix needs logit_w, mean, log_scale of one shape (n, M), got "
+            f"{tuple(w.shape)}, {tuple(mu.shape)}, {tuple(ls.shape)}"
         )
-    m_ = mean.shape[1]
-    shape = (mean.shape[0],) + tuple(mean.shape[2:])
-    n = int(np.prod(shape))
-    rows = _coded_rows(shape, mask)
-
-    def per_pixel(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(torch.float64).movedim(1, -1).reshape(-1, m_)
-        return t if rows is None else t[torch.as_tensor(rows, device=t.device)]
-
-    w, mu, ls = per_pixel(logit_w), per_pixel(mean), per_pixel(log_scale)
 
     def build(a: int, b: int) -> torch.Tensor:
         return quantize_cdf(D.discretized_logistic_mix_cdf(w[a:b], mu[a:b], ls[a:b]), prec)
 
-    stream = _TableStream(w.shape[0], D.LEVELS, prec, build, validate=False)
-
-    def push(msg: Message, symbols) -> None:
-        stream.push(msg, _symbols(symbols, n, D.LEVELS, rows))
-
-    def pop(msg: Message) -> np.ndarray:
-        return _scatter(stream.pop(msg), n, rows)
-
-    return Codec(push, pop)
+    return _table_codec(_TableStream(w.shape[0], D.LEVELS, prec, build, validate=False))
 
 
-def logistic_rgb(mean: torch.Tensor, log_scale: torch.Tensor, coeffs: torch.Tensor, precision: int, mask=None) -> Codec:
-    """8-bit RGB pixels (N, 3, H, W) with G's mean shifted by R and B's by R and G
-    (`distributions.rgb_dependent_means`). Pops the whole R plane, then G, then B.
-
-    `mask` (N, H, W) selects the coded pixels; the others pop as 0 in every channel.
-    """
+def logistic_rgb(mean: torch.Tensor, log_scale: torch.Tensor, coeffs: torch.Tensor, precision: int) -> Codec:
+    """8-bit RGB pixels, parameters (n, 3) per pixel and symbols (n, 3), with G's mean shifted by
+    R and B's by R and G (`distributions.rgb_dependent_means`). Pops every R, then G, then B."""
     prec = _check_pixel_precision(precision)
-    mean, log_scale, coeffs = (torch.as_tensor(t) for t in (mean, log_scale, coeffs))
-    if mean.ndim != 4 or mean.shape[1] != 3 or log_scale.shape != mean.shape or coeffs.shape != mean.shape:
+    mean64, ls64, co64 = (torch.as_tensor(t).to(torch.float64) for t in (mean, log_scale, coeffs))
+    if mean64.ndim != 2 or mean64.shape[1] != 3 or ls64.shape != mean64.shape or co64.shape != mean64.shape:
         raise ANSError(
-            "logistic_rgb needs mean, log_scale, coeffs of one shape (N, 3, H, W), got "
-            f"{tuple(mean.shape)}, {tuple(log_scale.shape)}, {tuple(coeffs.shape)}"
+            "logistic_rgb needs mean, log_scale, coeffs of one shape (n, 3), got "
+            f"{tuple(mean64.shape)}, {tuple(ls64.shape)}, {tuple(co64.shape)}"
         )
-    shape, n = tuple(mean.shape), mean.numel()
-    nimg, _, hgt, wid = shape
-    if mask is None:
-        pix = None
-        npix = nimg * hgt * wid
-    else:
-        pix = _coded_rows((nimg, hgt, wid), mask)
-        npix = pix.size
-    mean64, ls64, co64 = (t.to(torch.float64) for t in (mean, log_scale, coeffs))
-    device = mean.device
+    npix = mean64.shape[0]
+    device = mean64.device
 
     def channel_stream(means: torch.Tensor, c: int) -> _TableStream:
-        m = _take_rows(means[:, c], pix)
-        s = _take_rows(ls64[:, c], pix)
-        return _TableStream(npix, D.LEVELS, prec, _logistic_rows(m, s, prec), validate=False)
-
-    def planes(x_flat: np.ndarray) -> np.ndarray:
-        """(N, 3, H*W) -> (3, coded pixels)."""
-        x = x_flat.reshape(nimg, 3, hgt * wid).transpose(1, 0, 2).reshape(3, -1)
-        return x if pix is None else x[:, pix]
+        return _TableStream(npix, D.LEVELS, prec, _logistic_rows(means[:, c], ls64[:, c], prec), validate=False)
 
     def push(msg: Message, symbols) -> None:
-        x = _to_numpy_ints(symbols, "symbols")
-        if x.size != n:
-            raise ANSError(f"expected {n} symbols, got {x.size}")
-        xp = planes(x)
-        if xp.size and (xp.min() < 0 or xp.max() >= D.LEVELS):
-            raise ANSError("8-bit pixel values must lie in 0..255")
-        full = np.zeros((3, nimg * hgt * wid), dtype=np.int64)
-        if pix is None:
-            full[:] = xp
-        else:
-            full[:, pix] = xp
-        xt = torch.as_tensor(full.reshape(3, nimg, hgt, wid).transpose(1, 0, 2, 3), device=device)
-        means = D.rgb_dependent_means(mean64, co64, xt.to(torch.uint8))
+        x = _symbols(symbols, 3 * npix, D.LEVELS).reshape(npix, 3)
+        means = D.rgb_dependent_means(mean64, co64, torch.as_tensor(x, device=device).to(torch.uint8))
         for c in (2, 1, 0):
-            channel_stream(means, c).push(msg, xp[c])
+            channel_stream(means, c).push(msg, np.ascontiguousarray(x[:, c]))
 
     def pop(msg: Message) -> np.ndarray:
-        full = np.zeros((3, nimg * hgt * wid), dtype=np.int64)
+        x = np.zeros((npix, 3), dtype=np.int64)
         means = mean64
         for c in range(3):
             if c:
-                xt = torch.as_tensor(full.reshape(3, nimg, hgt, wid).transpose(1, 0, 2, 3), device=device)
-                means = D.rgb_dependent_means(mean64, co64, xt.to(torch.uint8))
-            xc = channel_stream(means, c).pop(msg)
-            if pix is None:
-                full[c] = xc
-            else:
-                full[c, pix] = xc
-        return np.ascontiguousarray(full.reshape(3, nimg, hgt * wid).transpose(1, 0, 2)).reshape(-1)
+                means = D.rgb_dependent_means(mean64, co64, torch.as_tensor(x, device=device).to(torch.uint8))
+            x[:, c] = channel_stream(means, c).pop(msg)
+        return x.reshape(-1)
 
     return Codec(push, pop)
 
@@ -493,12 +355,4 @@ def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_p
         z = (edges - mu64[a:b, None]) / std64[a:b, None]
         return quantize_cdf(torch.special.ndtr(z), qp)
 
-    stream = _TableStream(n, 1 << pp, qp, build, validate=False)
-
-    def push(msg: Message, symbols) -> None:
-        stream.push(msg, _symbols(symbols, n, 1 << pp, None))
-
-    def pop(msg: Message) -> np.ndarray:
-        return stream.pop(msg)
-
-    return Codec(push, pop)
+    return _table_codec(_TableStream(n, 1 << pp, qp, build, validate=False))

@@ -42,10 +42,11 @@ import torch
 
 from bbans.coding import codecs
 from bbans.coding.ans import Message
+from bbans.coding.bitsback import bit_swap
+from bbans.coding.compose import Codec
 from bbans.coding.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
                                  std_normal_bucket_edges)
 from bbans.errors import BBANSError, MismatchError
-from bbans.models.hierarchy import split_groups
 from bbans.coding.inference import posterior
 
 LN2 = math.log(2.0)
@@ -168,7 +169,7 @@ def batch_partition(n: int, batch_size: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _deterministic(config: EngineConfig):
+def deterministic(config: EngineConfig):
     """Pin every knob that changes float results: algorithms, threads, TF32."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
@@ -193,8 +194,24 @@ def _deterministic(config: EngineConfig):
         torch.backends.cudnn.benchmark = prev_bench
 
 
-class _Session:
-    """One model + config on one device: the three codecs of a batch, in both directions."""
+class _Trace:
+    """What a batch's codecs computed on the way up, for the statistics and the batch sizing."""
+
+    def __init__(self, level: float):
+        self.start = self.lowest = level
+        self.layers: dict[int, dict] = {}
+        self.params = None
+
+    def layer(self, i: int) -> dict:
+        return self.layers.setdefault(i, {})
+
+    def coded(self) -> list:
+        """Per layer (idx, q_mu, q_std, p_mu, p_std), p_* None for the top."""
+        return [tuple(self.layers[i].get(k) for k in ("idx", "mu", "std", "pm", "ps")) for i in sorted(self.layers)]
+
+
+class Session:
+    """One model + config on one device: a batch's codec, and the pieces it is built from."""
 
     def __init__(self, model, config: EngineConfig):
         if config.device not in ("cpu", "cuda"):
@@ -217,12 +234,12 @@ class _Session:
         self.centres = [(base_centres * sc).to(self.dtype) for sc in self.scales]
         self.edges = [base_edges * sc for sc in self.scales]
 
-    # -- the codecs -------------------------------------------------------------------------
+    # -- the pieces ---------------------------------------------------------------------------
     def posterior(self, layer: int, below: torch.Tensor, batch_index: int):
         c = self.config
         return posterior(self.model, below, K=c.K, lr=c.lr, seed=c.seed, batch_index=batch_index, layer=layer)
 
-    def latent_codec(self, layer: int, mu, std) -> codecs.Codec:
+    def latent_codec(self, layer: int, mu, std) -> Codec:
         """A posterior, or a conditional prior p(z_layer | z_layer+1): Gaussians over the buckets."""
         c = self.config
         return codecs.gaussian_posterior(mu.reshape(-1), std.reshape(-1), c.prior_prec, c.q_prec, self.scales[layer])
@@ -231,46 +248,6 @@ class _Session:
         with torch.no_grad():
             return self.model.prior(layer, z_above)
 
-    def prior_codec(self, n_symbols: int) -> codecs.Codec:
-        return codecs.uniform(n_symbols, self.config.prior_prec)
-
-    def observation_codec(self, params: dict, mask: torch.Tensor | None) -> codecs.Codec:
-        """p(x | z1) as a codec; with pixel groups, one group after another (see bbans.models.hierarchy)."""
-        groups = int(getattr(self.model, "pixel_groups", 1))
-        if groups == 1:
-            return self._pixel_codec(params, mask)
-        masks = [None] * groups if mask is None else split_groups(mask)
-
-        def push(msg: Message, x) -> None:
-            # Last group first: the decoder pops the first group, which needs no pixels, first.
-            parts = split_groups(x)
-            for g in range(groups - 1, -1, -1):
-                with torch.no_grad():
-                    group = self.model.group_params(params, x, g)
-                self._pixel_codec(group, masks[g]).push(msg, parts[g])
-
-        def pop(msg: Message) -> np.ndarray:
-            def draw(group: dict, g: int) -> torch.Tensor:
-                values = np.asarray(self._pixel_codec(group, masks[g]).pop(msg), dtype=np.uint8)
-                return torch.as_tensor(values, device=self.device)
-
-            with torch.no_grad():
-                return self.model.fill_groups(params, draw).cpu().numpy()
-
-        return codecs.Codec(push, pop)
-
-    def _pixel_codec(self, params: dict, mask) -> codecs.Codec:
-        c, lik = self.config, self.model.likelihood
-        if lik == "bernoulli":
-            return codecs.bernoulli(torch.sigmoid(params["logits"].double()), c.obs_prec, mask=mask)
-        if lik == "logistic":
-            return codecs.logistic(params["mean"], params["log_scale"], c.obs_prec, mask=mask)
-        if lik == "logistic_mix":
-            return codecs.logistic_mix(params["logit_w"], params["mean"], params["log_scale"], c.obs_prec, mask=mask)
-        if lik == "logistic_rgb":
-            return codecs.logistic_rgb(params["mean"], params["log_scale"], params["coeffs"], c.obs_prec, mask=mask)
-        raise MismatchError(f"model likelihood {lik!r} has no codec")
-
     def latents(self, layer: int, idx: np.ndarray, shape) -> torch.Tensor:
         t = torch.as_tensor(idx.astype(np.int64), device=self.device)
         return self.centres[layer][t].reshape(shape)
@@ -278,6 +255,61 @@ class _Session:
     def decode(self, z1: torch.Tensor) -> dict:
         with torch.no_grad():
             return self.model.decode(z1)
+
+    def _images(self, x, shape) -> torch.Tensor:
+        """Pixel symbols (the images going up, flat int64 coming down) as a uint8 tensor."""
+        if torch.is_tensor(x):
+            return x
+        return torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape(shape), device=self.device)
+
+    # -- a batch as one codec ----------------------------------------------------------------
+    def batch_codec(self, size: int, image_shape, mask, batch_index: int, trace: _Trace) -> Codec:
+        """The batch's images (N, C, H, W) as one codec: bits-back through every latent layer in
+        Bit-Swap's order (bbans.coding.bitsback). `trace` is told what each step computed."""
+        shapes = [(size,) + tuple(s) for s in self.model.latent_shapes(image_shape)]
+        images_shape = (size,) + tuple(image_shape)
+
+        def posterior(layer: int):
+            def codec(below) -> Codec:
+                below = self._images(below, images_shape) if layer == 0 else self.latents(layer - 1, below, shapes[layer - 1])
+                mu, std = self.posterior(layer, below, batch_index)
+                t = trace.layer(layer)
+                t["mu"], t["std"] = mu, std
+                inner = self.latent_codec(layer, mu, std)
+
+                def pop(msg: Message):
+                    t["idx"] = idx = inner.pop(msg)
+                    trace.lowest = min(trace.lowest, _level(msg))
+                    return idx
+
+                return Codec(inner.push, pop)
+
+            return codec
+
+        def likelihood(layer: int):
+            def codec(above) -> Codec:
+                z = self.latents(layer, above, shapes[layer])
+                if layer == 0:
+                    trace.params = self.decode(z)
+                    return self.model.observation_codec(trace.params, self.config.obs_prec, mask)
+                pm, ps = self.conditional_prior(layer - 1, z)
+                t = trace.layer(layer - 1)
+                t["pm"], t["ps"] = pm, ps
+                return self.latent_codec(layer - 1, pm, ps)
+
+            return codec
+
+        top = codecs.uniform(int(np.prod(shapes[-1])), self.config.prior_prec)
+        return bit_swap([(posterior(i), likelihood(i)) for i in range(self.layers)], top)
+
+    def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
+        trace = _Trace(_level(msg))
+        self.batch_codec(x.shape[0], tuple(x.shape[1:]), mask, batch_index, trace).push(msg, x)
+        return {**self.batch_stats(x, trace.coded(), trace.params), "draw_bits": trace.start - trace.lowest}
+
+    def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> np.ndarray:
+        x = self.batch_codec(size, image_shape, mask, batch_index, _Trace(0.0)).pop(msg)
+        return np.asarray(x, dtype=np.uint8).reshape((size,) + tuple(image_shape))
 
     # -- statistics -----------------------------------------------------------------------
     def _log2_mass(self, layer: int, idx: np.ndarray, mu, std) -> torch.Tensor:
@@ -313,79 +345,13 @@ class _Session:
                 disc += self._log2_mass(layer, idx, mu, std)
         return {"neg_elbo_bits": cont.cpu().numpy(), "discrete_neg_elbo_bits": disc.cpu().numpy()}
 
-    # -- one batch, both directions --------------------------------------------------------------
-    def walk_up(self, x: torch.Tensor, batch_index: int, draw, coded_x=None, coded_below=None) -> tuple[list, dict]:
-        """The compressor's order up the chain: z1 from q(z1|x), then z2 from q(z2|z1), ...
-
-        `draw(layer, mu, std)` picks each layer's bucket indices; once z_{i+1} is known,
-        `coded_below(i, p_mu, p_std, idx_i)` is told the prior of layer i, and once z1 is known
-        `coded_x(params)` the likelihood's parameters. Returns, per layer, (idx, q_mu, q_std,
-        p_mu, p_std) (p_* None for the top) and the likelihood's parameters.
-        """
-        coded, below, params = [], x, None
-        for layer in range(self.layers):
-            mu, std = self.posterior(layer, below, batch_index)
-            idx = draw(layer, mu, std)
-            z = self.latents(layer, idx, mu.shape)
-            if layer == 0:
-                params = self.decode(z)
-                if coded_x is not None:
-                    coded_x(params)
-            else:
-                pm, ps = self.conditional_prior(layer - 1, z)
-                if coded_below is not None:
-                    coded_below(layer - 1, pm, ps, coded[-1][0])
-                coded[-1] = coded[-1][:3] + (pm, ps)
-            coded.append((idx, mu, std, None, None))
-            below = z
-        return coded, params
-
-    def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
-        """pop z1, push x, pop z2, push z1, ..., push zL."""
-        start = _level(msg)
-        lowest = start
-
-        def pop(layer, mu, std):
-            nonlocal lowest
-            idx = self.latent_codec(layer, mu, std).pop(msg)
-            lowest = min(lowest, _level(msg))
-            return idx
-
-        coded, params = self.walk_up(
-            x, batch_index, pop,
-            coded_x=lambda params: self.observation_codec(params, mask).push(msg, x),
-            coded_below=lambda layer, pm, ps, idx: self.latent_codec(layer, pm, ps).push(msg, idx))
-        top = coded[-1][0]
-        self.prior_codec(top.size).push(msg, top)
-        return {**self.batch_stats(x, coded, params), "draw_bits": start - lowest}
-
-    def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> torch.Tensor:
-        """The mirror image of push_batch: pop zL, pop z_{L-1}, push zL, ..., pop x, push z1."""
-        shapes = self.model.latent_shapes(image_shape)
-        top = self.layers - 1
-        idx = self.prior_codec(size * int(np.prod(shapes[top]))).pop(msg)
-        z = self.latents(top, idx, (size,) + tuple(shapes[top]))
-        for layer in range(top, 0, -1):
-            pm, ps = self.conditional_prior(layer - 1, z)
-            idx_down = self.latent_codec(layer - 1, pm, ps).pop(msg)
-            z_down = self.latents(layer - 1, idx_down, pm.shape)
-            mu, std = self.posterior(layer, z_down, batch_index)
-            self.latent_codec(layer, mu, std).push(msg, idx)
-            idx, z = idx_down, z_down
-        params = self.decode(z)
-        x = self.observation_codec(params, mask).pop(msg)
-        x = torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape((size,) + tuple(image_shape)), device=self.device)
-        mu, std = self.posterior(0, x, batch_index)
-        self.latent_codec(0, mu, std).push(msg, idx)
-        return x
-
 
 def _level(msg: Message) -> float:
     """How many bits the message holds above the phantom words: the tail less what was borrowed, plus the heads."""
     return 32.0 * (msg.tail.size - msg.phantom_words) + float(np.log2(msg.heads.astype(np.float64)).sum())
 
 
-def _prepare(images: np.ndarray, mask: np.ndarray | None):
+def prepare(images: np.ndarray, mask: np.ndarray | None):
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4:
         raise BBANSError(f"images must be (N, C, H, W), got shape {images.shape}")
@@ -400,13 +366,13 @@ def _prepare(images: np.ndarray, mask: np.ndarray | None):
 
 def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: EngineConfig = EngineConfig(), progress=None):
     """Code uint8 images (N, C, H, W) on one message. Returns (payload, stats)."""
-    images, mask = _prepare(images, mask)
+    images, mask = prepare(images, mask)
     n = images.shape[0]
     msg = Message(config.lanes, seed=config.seed)
     stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
     sizes: list[int] = []
-    with _deterministic(config):
-        s = _Session(model, config)
+    with deterministic(config):
+        s = Session(model, config)
         start, draw = 0, None
         while start < n:
             b = len(sizes)
@@ -457,15 +423,14 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
     sizes = config.partition(n)
     ends = np.cumsum(sizes)
     done = 0
-    with _deterministic(config):
-        s = _Session(model, config)
+    with deterministic(config):
+        s = Session(model, config)
         msg = Message.from_bytes(payload, seed=config.seed, phantom_limit=phantom_peak)
         for b in reversed(range(len(sizes))):
             size, end = sizes[b], int(ends[b])
             start = end - size
             m = None if mask is None else torch.as_tensor(mask[start:end], device=s.device)
-            x = s.pop_batch(msg, size, (c_, h, w), m, b)
-            out[start:end] = x.cpu().numpy()
+            out[start:end] = s.pop_batch(msg, size, (c_, h, w), m, b)
             done += size
             if progress is not None:
                 progress(done, n)
@@ -475,88 +440,3 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
             "settings, another model, or arithmetic this machine does not reproduce"
         )
     return out
-
-
-# ---- latent bucket scales ---------------------------------------------------------------------
-
-@torch.no_grad()
-def bucketed_neg_elbo_bits(model, images: np.ndarray, config: EngineConfig = EngineConfig(), seed: int = 0,
-                           batch_size: int = 250) -> float:
-    """What the codec's latent discretisation costs on these images, without running the coder.
-
-    Total -ELBO in bits with every layer's latents on its buckets, as `compress` reports it in
-    "discrete_neg_elbo_bits", except that each bucket is drawn from the posterior (amortized, or
-    after config.K steps) with seeded noise instead of being popped from a message (its mass is
-    the same Gaussian's), and the fixed costs of a message (initial bits, final heads) are left
-    out. The same seed draws the same noise, so two settings are compared on equal terms. Like
-    `compress`, it leaves the model in eval mode, frozen, on config's device.
-    """
-    images, _ = _prepare(images, None)
-    g = torch.Generator().manual_seed(seed)
-    total = 0.0
-    with _deterministic(config):
-        s = _Session(model, config)
-
-        def draw(layer, mu, std):
-            noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
-            edges = s.edges[layer]
-            t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
-            return t.clamp(0, edges.numel() - 2).cpu().numpy()
-
-        for lo in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[lo : lo + batch_size], device=s.device)
-            coded, params = s.walk_up(x, 0, draw)
-            total += float(s.batch_stats(x, coded, params)["discrete_neg_elbo_bits"].sum())
-    return total
-
-
-# A layer's bucket scale is searched on a grid of multiples of its RMS, SCALE_STEP apart, going
-# up (or else down) from the RMS while the cost falls. A heavy-tailed layer needs that: with s at
-# the RMS, the tails of CIFAR-10's z1 all fell in the outermost buckets, whose medians the
-# decoder then saw, and the model coded at 8.7 bits/dim instead of 4.4.
-SCALE_STEP = 2.0 ** 0.5
-SCALE_SEARCH_LIMIT = 12  # steps each way at most (64x)
-
-
-@torch.no_grad()
-def calibrate_latent_scales(model, images: np.ndarray, config: EngineConfig = EngineConfig(), seed: int = 0) -> list[float]:
-    """Set each intermediate layer's bucket scale to the one that codes `images` cheapest.
-
-    Layers are taken from the bottom up. Each starts at the RMS of its aggregate-posterior
-    samples and moves by SCALE_STEP while `bucketed_neg_elbo_bits` (same noise for every
-    candidate) falls. The top layer keeps scale 1: its prior is N(0, I), which is then uniform
-    over the buckets. Returns the scales (also set on the model).
-    """
-    images, _ = _prepare(images, None)
-    layers = int(getattr(model, "latent_layers", 1))
-    g = torch.Generator().manual_seed(seed)
-    sq, count = [0.0] * layers, [0] * layers
-    device = next(model.parameters()).device
-    for lo in range(0, len(images), 500):
-        below = torch.as_tensor(images[lo : lo + 500]).to(device)
-        for i in range(layers):
-            mu, std = model.infer(i, below)
-            below = mu + std * torch.randn(mu.shape, generator=g).to(device)
-            sq[i] += float((below.double() ** 2).sum())
-            count[i] += below.numel()
-    rms = [(a / max(b, 1)) ** 0.5 for a, b in zip(sq, count)]
-    scales = [round(r, 4) for r in rms[:-1]] + [1.0]
-
-    best = None
-    for layer in range(layers - 1):
-        def cost(k: int) -> float:
-            model.latent_scales = [round(rms[layer] * SCALE_STEP ** k, 4) if i == layer else s for i, s in enumerate(scales)]
-            return bucketed_neg_elbo_bits(model, images, config, seed)
-
-        # The scales as they stand are the layer below's winner: its cost is known already.
-        best_k, best = 0, cost(0) if best is None else best
-        for direction in (1, -1):
-            k = direction
-            while abs(k) <= SCALE_SEARCH_LIMIT and (c := cost(k)) < best:
-                best_k, best = k, c
-                k += direction
-            if best_k:
-                break
-        scales[layer] = round(rms[layer] * SCALE_STEP ** best_k, 4)
-    model.latent_scales = scales
-    return scales

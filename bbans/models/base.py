@@ -13,17 +13,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bbans.coding import distributions as D
+from bbans.coding.compose import Codec
 from bbans.errors import BBANSError
+from bbans.models.likelihoods import Likelihood
 
 STD_FLOOR = 1e-5  # keeps q(z|x) strictly positive after float32 softplus underflow
-LOG_SCALE_MIN = -7.0  # narrower logistics than this add nothing at 8-bit resolution
 
 
 class VAE(nn.Module):
     """Common interface: see docs/DESIGN.md. Subclasses define `encoder`, `decoder` modules."""
 
     image_shape: tuple[int, int, int]
-    likelihood: str
+    likelihood: str  # the family's name, as in architecture()
+    px: Likelihood  # p(x | z): parameters, log-likelihood, sampling, codec (bbans.models.likelihoods)
     # Stochastic layers and the scale of each layer's latent buckets (see bbans.models.hierarchy).
     latent_layers: int = 1
     latent_scales: tuple = (1.0,)
@@ -31,7 +33,7 @@ class VAE(nn.Module):
     # ---- subclass hooks ------------------------------------------------------------------
     def _encoder_input(self, x: torch.Tensor, noise_std: float = 0.0, generator=None) -> torch.Tensor:
         """Pixels -> floats on a [0, 1] intensity scale (binary images stay {0, 1})."""
-        if self.likelihood == "bernoulli":
+        if self.px.binary:
             xf = (x > 0).to(torch.float32)  # {0, 1} and {0, 255} images alike, as in bernoulli_logp
         else:
             xf = x.to(torch.float32) / 255.0
@@ -68,15 +70,12 @@ class VAE(nn.Module):
         raise NotImplementedError
 
     def log_px(self, x_uint8: torch.Tensor, params: dict) -> torch.Tensor:
-        n = x_uint8.shape[0]
-        if self.likelihood == "bernoulli":
-            lp = D.bernoulli_logp(x_uint8, params["logits"])
-        elif self.likelihood == "logistic":
-            lp = D.discretized_logistic_logp(x_uint8, params["mean"], params["log_scale"])
-        else:
-            mean = D.rgb_dependent_means(params["mean"], params["coeffs"], x_uint8)
-            lp = D.discretized_logistic_logp(x_uint8, mean, params["log_scale"])
-        return lp.reshape(n, -1).sum(1)
+        """Per image log p(x | z) in nats, given the decoder's parameters."""
+        return self.px.log_px(x_uint8, params)
+
+    def observation_codec(self, params: dict, precision: int, mask=None) -> Codec:
+        """p(x | z) as a codec of the pixels (flat, C order); mask (N, H, W) of coded pixels or None."""
+        return self.px.codec(params, precision, mask)
 
     def neg_elbo(self, x_uint8: torch.Tensor, generator=None, noise_std: float = 0.0) -> torch.Tensor:
         """Per-image -ELBO in nats: one reparameterised sample, analytic KL to N(0, I)."""
@@ -94,25 +93,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample_x(self, params: dict, generator=None) -> torch.Tensor:
         """Draw uint8 pixels from p(x|z) given decoder params."""
-        if self.likelihood == "bernoulli":
-            p = torch.sigmoid(params["logits"])
-            return torch.bernoulli(p, generator=generator).to(torch.uint8)
-
-        def draw(mean, log_scale):
-            u = torch.rand(mean.shape, generator=generator, device=mean.device).clamp(1e-6, 1 - 1e-6)
-            v = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
-            return torch.round((v + 1.0) * 127.5).clamp(0, 255)
-
-        if self.likelihood == "logistic":
-            return draw(params["mean"], params["log_scale"]).to(torch.uint8)
-        mean, ls, co = params["mean"], params["log_scale"], params["coeffs"]
-        a, b, c = torch.tanh(co[:, 0]), torch.tanh(co[:, 1]), torch.tanh(co[:, 2])
-        r = draw(mean[:, 0], ls[:, 0])
-        rs = r / 127.5 - 1.0
-        g = draw(mean[:, 1] + a * rs, ls[:, 1])
-        gs = g / 127.5 - 1.0
-        bl = draw(mean[:, 2] + b * rs + c * gs, ls[:, 2])
-        return torch.stack([r, g, bl], dim=1).to(torch.uint8)
+        return self.px.sample(params, generator)
 
     def dims(self, image_shape=None) -> int:
         return int(math.prod(image_shape or self.image_shape))

@@ -11,7 +11,7 @@ weights code any image whose sides are multiples of 4. No layer mixes images of 
 
 Each layer's latents are coded on the equal-mass buckets of N(0, s_i^2), with s_i
 (`latent_scales`) chosen after training by what the buckets cost
-(`bbans.coding.engine.calibrate_latent_scales`).
+(`bbans.training.calibration`).
 
 Pixel groups (`pixel_groups` 4): p(x | z1) is split over the four 2x2 sub-images of x,
 p(x_a | z1) p(x_b | x_a, z1) p(x_c | x_a, x_b, z1) p(x_d | x_a, x_b, x_c, z1): a small head per
@@ -22,13 +22,16 @@ network passes when decoding, not one per pixel.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from bbans.coding import distributions as D
 from bbans.errors import BBANSError
-from bbans.models.base import LOG_SCALE_MIN, STD_FLOOR, VAE, ResBlock
+from bbans.coding.compose import Codec, mapped, pushes, sequence
+from bbans.models import likelihoods
+from bbans.models.base import STD_FLOOR, VAE, ResBlock
 
 HIER_LIKELIHOODS = ("bernoulli", "logistic_mix")
 PIXEL_GROUPS = (1, 4)
@@ -49,6 +52,13 @@ def merge_groups(parts: list[torch.Tensor]) -> torch.Tensor:
     for (a, b), part in zip(GROUP_OFFSETS, parts):
         out[..., a::2, b::2] = part
     return out
+
+
+def _pixels(values, shape, device) -> torch.Tensor:
+    """Pixel symbols (a tensor going up, flat int64 NumPy coming down) as uint8 of `shape`."""
+    if torch.is_tensor(values):
+        return values.to(torch.uint8).reshape(shape)
+    return torch.as_tensor(np.asarray(values, dtype=np.uint8), device=device).reshape(shape)
 
 
 def _group_head(cin: int, width: int, cout: int) -> nn.Sequential:
@@ -87,6 +97,7 @@ class HierarchicalVAE(VAE):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.width, self.latent_channels, self.layers = int(width), int(latent_channels), int(layers)
         self.blocks, self.mixtures = int(blocks), int(mixtures)
+        self.px = likelihoods.make(likelihood, self.mixtures)
         scales = [1.0] * self.layers if latent_scales is None else [float(s) for s in latent_scales]
         if len(scales) != self.layers or min(scales) <= 0:
             raise BBANSError("latent_scales needs one positive scale per layer")
@@ -96,7 +107,7 @@ class HierarchicalVAE(VAE):
             raise BBANSError(f"pixel_groups must be one of {PIXEL_GROUPS}, not {pixel_groups!r}")
         self.pixel_groups = int(pixel_groups)
         c, w, zc = self.image_shape[0], self.width, self.latent_channels
-        self.out_params = 1 if likelihood == "bernoulli" else 3 * self.mixtures
+        self.out_params = self.px.n_params(c)
         # Layer i (0-based) of the inference chain maps layer i-1 (x for i = 0) to z_{i+1}.
         inf = [_stack(c, w, 2 * zc, blocks, "down")]
         gen = [_stack(zc, w, self.out_params * c, blocks, "up")]
@@ -144,11 +155,7 @@ class HierarchicalVAE(VAE):
 
     def _shaped(self, out: torch.Tensor) -> dict:
         n, _, h, w = out.shape
-        c = self.image_shape[0]
-        if self.likelihood == "bernoulli":
-            return {"logits": out.reshape(n, c, h, w)}
-        out = out.reshape(n, 3, self.mixtures, c, h, w)
-        return {"logit_w": out[:, 0], "mean": out[:, 1], "log_scale": out[:, 2].clamp(min=LOG_SCALE_MIN)}
+        return self.px.params(out.reshape(n, self.out_params, self.image_shape[0], h, w))
 
     def decode(self, z1: torch.Tensor) -> dict:
         """p(x | z1)'s parameters; with pixel groups, z1's part of them (see group_params)."""
@@ -168,19 +175,39 @@ class HierarchicalVAE(VAE):
         head = self.decoder[self.layers + g - 1]
         return self._shaped(raw[g] + head(torch.cat(raw + known, dim=1)))
 
-    def _log_px_flat(self, x_uint8, params) -> torch.Tensor:
-        n = x_uint8.shape[0]
-        if self.likelihood == "bernoulli":
-            lp = D.bernoulli_logp(x_uint8, params["logits"])
-        else:
-            lp = D.discretized_logistic_mix_logp(x_uint8, params["logit_w"], params["mean"], params["log_scale"])
-        return lp.reshape(n, -1).sum(1)
-
     def log_px(self, x_uint8, params) -> torch.Tensor:
         if self.pixel_groups == 1:
-            return self._log_px_flat(x_uint8, params)
-        return sum(self._log_px_flat(part, self.group_params(params, x_uint8, g))
+            return self.px.log_px(x_uint8, params)
+        return sum(self.px.log_px(part, self.group_params(params, x_uint8, g))
                    for g, part in enumerate(split_groups(x_uint8)))
+
+    def observation_codec(self, params: dict, precision: int, mask=None) -> Codec:
+        """With pixel groups, p(x | z1) coded group after group: pushed last group first, so the
+        decoder pops the first group, which needs no pixels, first (a sequence: pop derived)."""
+        if self.pixel_groups == 1:
+            return super().observation_codec(params, precision, mask)
+        raw = params["raw"]
+        shape = (raw.shape[0], self.image_shape[0]) + tuple(raw.shape[2:])
+        masks = [None] * self.pixel_groups if mask is None else split_groups(torch.as_tensor(mask))
+        names = tuple(f"x{g}" for g in range(self.pixel_groups))
+
+        def canvas(known) -> torch.Tensor:
+            x = torch.zeros(shape, dtype=torch.uint8, device=raw.device)
+            for part, values in zip(split_groups(x), known):
+                part.copy_(_pixels(values, part.shape, raw.device))
+            return x
+
+        def group(g: int):
+            def codec(*known) -> Codec:
+                with torch.no_grad():
+                    gp = self.group_params(params, canvas(known), g)
+                return self.px.codec(gp, precision, masks[g])
+
+            return codec
+
+        steps = [pushes(names[g], names[:g], group(g)) for g in reversed(range(self.pixel_groups))]
+        return mapped(sequence(steps, data=names), split_groups,
+                      lambda parts: canvas(parts).cpu().numpy().reshape(-1))
 
     def upper_neg_elbo(self, i: int, z: torch.Tensor, eps: list[torch.Tensor]) -> torch.Tensor:
         """-log p(z_{i+1}) bounded through the layers above, per image, in nats.
@@ -239,16 +266,7 @@ class HierarchicalVAE(VAE):
         return self._sample_flat(params, generator)
 
     def _sample_flat(self, params: dict, generator=None) -> torch.Tensor:
-        if self.likelihood == "bernoulli":
-            return super().sample_x(params, generator)
-        w = torch.softmax(params["logit_w"], dim=1)  # (N, M, C, H, W)
-        flat = w.movedim(1, -1).reshape(-1, self.mixtures)
-        pick = torch.multinomial(flat, 1, generator=generator).reshape(w.shape[:1] + w.shape[2:]).unsqueeze(1)
-        mean = params["mean"].gather(1, pick).squeeze(1)
-        ls = params["log_scale"].gather(1, pick).squeeze(1)
-        u = torch.rand(mean.shape, generator=generator, device=mean.device).clamp(1e-6, 1 - 1e-6)
-        v = mean + torch.exp(ls) * (torch.log(u) - torch.log1p(-u))
-        return torch.round((v + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+        return self.px.sample(params, generator)
 
     def architecture(self) -> dict:
         return {"type": "hierarchical", "likelihood": self.likelihood, "image_shape": list(self.image_shape),

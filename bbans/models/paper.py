@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from bbans.errors import BBANSError
-from bbans.models.base import LOG_SCALE_MIN, VAE, ResBlock
+from bbans.models import likelihoods
+from bbans.models.base import VAE, ResBlock
 
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_rgb")
 
@@ -19,6 +20,7 @@ class MLPVAE(VAE):
         if likelihood not in ("bernoulli", "logistic"):
             raise BBANSError(f"MLPVAE likelihood must be bernoulli or logistic, not {likelihood!r}")
         self.likelihood = likelihood
+        self.px = likelihoods.make(likelihood)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.hidden, self.latent, self.layers = int(hidden), int(latent), int(layers)
         d = self.dims()
@@ -32,7 +34,7 @@ class MLPVAE(VAE):
         for _ in range(layers):
             dec += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        self.out_per_pixel = 1 if likelihood == "bernoulli" else 2
+        self.out_per_pixel = self.px.n_params(self.image_shape[0])
         dec.append(nn.Linear(hidden, self.out_per_pixel * d))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
@@ -49,11 +51,7 @@ class MLPVAE(VAE):
 
     def decode(self, z):
         out = self.decoder(z)
-        n = z.shape[0]
-        if self.likelihood == "bernoulli":
-            return {"logits": out.reshape((n,) + self.image_shape)}
-        out = out.reshape((n, 2) + self.image_shape)
-        return {"mean": out[:, 0], "log_scale": out[:, 1].clamp(min=LOG_SCALE_MIN)}
+        return self.px.params(out.reshape((z.shape[0], self.out_per_pixel) + self.image_shape))
 
     def architecture(self) -> dict:
         return {"type": "mlp", "likelihood": self.likelihood, "image_shape": list(self.image_shape),
@@ -72,6 +70,7 @@ class ResNetVAE(VAE):
         if likelihood not in LIKELIHOODS:
             raise BBANSError(f"unknown likelihood {likelihood!r}")
         self.likelihood = likelihood
+        self.px = likelihoods.make(likelihood)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.width, self.latent_channels, self.blocks = int(width), int(latent_channels), int(blocks)
         c = self.image_shape[0]
@@ -82,7 +81,7 @@ class ResNetVAE(VAE):
             *[ResBlock(w) for _ in range(blocks)], nn.ELU(),
             nn.Conv2d(w, 2 * latent_channels, 3, padding=1),
         )
-        self.out_params = {"bernoulli": 1, "logistic": 2, "logistic_rgb": 3}[likelihood]
+        self.out_params = self.px.n_params(c)
         self.decoder = nn.Sequential(
             nn.Conv2d(latent_channels, w, 3, padding=1),
             *[ResBlock(w) for _ in range(blocks)], nn.ELU(),
@@ -103,13 +102,7 @@ class ResNetVAE(VAE):
         out = self.decoder(z)
         n, _, h, w = out.shape
         c = self.image_shape[0]
-        out = out.reshape(n, self.out_params, c, h, w)
-        if self.likelihood == "bernoulli":
-            return {"logits": out[:, 0]}
-        params = {"mean": out[:, 0], "log_scale": out[:, 1].clamp(min=LOG_SCALE_MIN)}
-        if self.likelihood == "logistic_rgb":
-            params["coeffs"] = out[:, 2]
-        return params
+        return self.px.params(out.reshape(n, self.out_params, c, h, w))
 
     def architecture(self) -> dict:
         return {"type": "resnet", "likelihood": self.likelihood, "image_shape": list(self.image_shape),

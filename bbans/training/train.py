@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bbans.models import checkpoints as ckpt
+from bbans.training.calibration import calibrate_latent_scales
 from bbans.io.datasets import binarize_test, dynamic_binarize, is_binary, load_dataset
 from bbans.errors import BBANSError
 from bbans.models.base import VAE, bits_per_dim
@@ -434,8 +435,6 @@ def finish(model: VAE, cfg: TrainConfig, out: Path, history: list, train_x, test
     if base_meta is not None:
         meta["base"] = {k: base_meta.get(k) for k in ("hash", "epochs", "test_bits_per_dim", "train_bits_per_dim", "recipe")}
     if cfg.mode == "train" and model.latent_layers > 1:
-        from bbans.coding.engine import calibrate_latent_scales
-
         # Last: it runs on the coder's device (the CPU), and the -ELBOs above do not depend on it.
         calibrate_latent_scales(model, calibration_images(train_x, binary))
     model.cpu()
