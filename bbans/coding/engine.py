@@ -1,16 +1,10 @@
 """The BB-ANS engine: a sequence of images coded with a VAE on one rANS message.
 
-For each batch the compressor pops z from the discretised posterior, pushes x with p(x|z) and
-pushes z with the prior; the decompressor runs the mirror image in reverse batch order. All
-batches share one message, so each batch's bits-back is paid for by the data already pushed.
-
-A model with a chain of latent layers (bbans.models.hierarchy) is coded with Bit-Swap's interleaving,
-of which the single-latent codec is the case L = 1:
-    pop z1 ~ q(z1|x), push x ~ p(x|z1), pop z2 ~ q(z2|z1), push z1 ~ p(z1|z2), ...,
-    push zL ~ p(zL).
-Each pop is funded by the push just before it, so the bits a batch must borrow up front are
-about one layer's worth rather than all layers' (more where a push is small beside the next pop,
-as x is beside z2 for binary images).
+Each batch of images is one codec, `Session.batch_codec`: bits-back through the model's latent
+layers in Bit-Swap's order (bbans.coding.bitsback), built from the model's posteriors (amortized
+or K-step, bbans.coding.inference), conditional priors and observation codec. The compressor
+pushes the batches in order; the decompressor pops them in reverse. All batches share one
+message, so each batch's bits-back is paid for by the data already pushed.
 
 Latents of layer i live on the 2**prior_prec equal-mass buckets of N(0, s_i^2) (s_i is the
 model's `latent_scales`, 1 for the top layer): the top prior over buckets is uniform, the
@@ -23,8 +17,9 @@ batch is a single image, and every later batch is only as large as the message c
 compressor sizes batch b so that its deepest draw (the most the message falls below its level
 at the batch's start, after any of the batch's pops, per image as measured on the batch before)
 takes at most 90% of the words the message holds. A model whose pops cost more per image than
-the image nets (a large z1) then ramps up slowly instead of borrowing fresh bits at every batch. The sizes chosen go into the stored settings
-(`EngineConfig.batches`, run-length coded), so the decompressor replays the same partition.
+the image nets (a large z1) then ramps up slowly instead of borrowing fresh bits at every batch.
+The sizes chosen go into the stored settings (`EngineConfig.batches`, run-length coded), so
+the decompressor replays the same partition.
 Archives written before that field existed used the doubling ramp 1, 2, 4, ... of
 `batch_partition`.
 """
@@ -227,8 +222,8 @@ class Session:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.layers = int(getattr(model, "latent_layers", 1))
-        self.scales = [float(v) for v in getattr(model, "latent_scales", (1.0,))]
+        self.layers = int(model.latent_layers)
+        self.scales = [float(v) for v in model.latent_scales]
         base_centres = std_normal_bucket_centres(config.prior_prec, device=self.device)
         base_edges = std_normal_bucket_edges(config.prior_prec, device=self.device)
         self.centres = [(base_centres * sc).to(self.dtype) for sc in self.scales]

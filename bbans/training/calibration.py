@@ -69,7 +69,7 @@ def calibrate_latent_scales(model, images: np.ndarray, config: engine.EngineConf
     over the buckets. Returns the scales (also set on the model).
     """
     images, _ = engine.prepare(images, None)
-    layers = int(getattr(model, "latent_layers", 1))
+    layers = int(model.latent_layers)
     g = torch.Generator().manual_seed(seed)
     sq, count = [0.0] * layers, [0] * layers
     device = next(model.parameters()).device
