@@ -64,7 +64,6 @@ import lzma
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,7 @@ from typing import Callable
 import numpy as np
 
 from bbans.coding import engine
-from bbans.errors import BBANSError, EXIT_MISMATCH
+from bbans.errors import EXIT_MISMATCH, BBANSError
 
 SCHEMA = "bbans-bench/1"
 REPORT_KEYS = (

@@ -8,12 +8,11 @@ import os
 import shutil
 import tempfile
 
-from bbans.archive.atomic import fsync_dir, umask
 from bbans.archive import schema
+from bbans.archive.atomic import fsync_dir, umask
 from bbans.archive.format import STAGING_PREFIX, Progress, Reader, Warn, noop_progress, noop_warn
 from bbans.archive.reader import decode_entries
 from bbans.errors import BBANSError
-
 
 # ---- extract ---------------------------------------------------------------------------------
 

@@ -16,10 +16,9 @@ import stat
 import struct
 from typing import Callable, Iterator
 
-from bbans.archive import schema
 from bbans import __version__
+from bbans.archive import schema
 from bbans.errors import ArchiveError, BBANSError
-
 
 MAGIC = b"BBANS\x00"
 FORMAT_VERSION = 2

@@ -17,7 +17,6 @@ from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
 from bbans.io import images, rebuild
 from bbans.models import checkpoints, registry
 
-
 # ---- describing ------------------------------------------------------------------------------
 
 

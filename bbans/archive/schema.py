@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 import re
 
-from bbans.io import images
-from bbans.io import rebuild
-from bbans.models import registry
 from bbans.errors import ArchiveError
+from bbans.io import images, rebuild
+from bbans.models import registry
 
 FORMATS_READ = (1, 2)
 STAGING_PREFIX = ".bbans-partial-"

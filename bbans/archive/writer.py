@@ -23,7 +23,6 @@ from bbans.errors import ArchiveError, BBANSError
 from bbans.io import images
 from bbans.models import checkpoints, registry
 
-
 # ---- reading the inputs ----------------------------------------------------------------------
 
 

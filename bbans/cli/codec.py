@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 
 import click
 
-from bbans.archive import atomic
-
-from bbans.archive import extract
-
-from bbans.archive import reader
-
-from bbans.archive import writer
-from bbans.io import images
-from bbans.archive import schema
-from bbans.models import checkpoints, registry
+from bbans.archive import atomic, extract, reader, schema, writer
 from bbans.errors import BBANSError
+from bbans.io import images
+from bbans.models import checkpoints, registry
 
 EXIT_CODES = """\b
 Exit codes:

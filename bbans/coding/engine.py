@@ -39,10 +39,10 @@ from bbans.coding import codecs
 from bbans.coding.ans import Message
 from bbans.coding.bitsback import bit_swap
 from bbans.coding.compose import Codec
-from bbans.coding.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf, std_normal_bucket_centres,
-                                 std_normal_bucket_edges)
-from bbans.errors import BBANSError, MismatchError
+from bbans.coding.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf,
+                                        std_normal_bucket_centres, std_normal_bucket_edges)
 from bbans.coding.inference import posterior
+from bbans.errors import BBANSError, MismatchError
 
 LN2 = math.log(2.0)
 

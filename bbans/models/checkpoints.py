@@ -16,13 +16,12 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save_file as st_save_file
+from safetensors.torch import load as st_load_bytes, save_file as st_save_file
 
 from bbans.errors import BBANSError
-from bbans.models.base import VAE
 from bbans.models import registry
 from bbans.models.architecture import build_model
+from bbans.models.base import VAE
 
 BUNDLED_PACKAGE = "bbans.bundled"
 ENCODERS = ("refit", "baseline")

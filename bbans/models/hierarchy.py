@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bbans.coding import distributions as D
-from bbans.errors import BBANSError
 from bbans.coding.compose import Codec, mapped, pushes, sequence
+from bbans.errors import BBANSError
 from bbans.models import likelihoods
 from bbans.models.base import STD_FLOOR, VAE, ResBlock
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bbans.coding import codecs
-from bbans.coding import distributions as D
+from bbans.coding import codecs, distributions as D
 from bbans.coding.compose import Codec, flat_ints, mapped, masked
 from bbans.errors import BBANSError
 

@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bbans.models import checkpoints as ckpt
-from bbans.training.calibration import calibrate_latent_scales
-from bbans.io.datasets import binarize_test, dynamic_binarize, is_binary, load_dataset
 from bbans.errors import BBANSError
-from bbans.models.base import VAE, bits_per_dim
+from bbans.io.datasets import binarize_test, dynamic_binarize, is_binary, load_dataset
+from bbans.models import checkpoints as ckpt
 from bbans.models.architecture import build_model, default_architecture
+from bbans.models.base import VAE, bits_per_dim
+from bbans.training.calibration import calibrate_latent_scales
 
 EVAL_SEED = 1234  # one fixed reparameterisation noise for every evaluation, so encoders compare fairly
 CALIBRATION_IMAGES = 1000  # training images the latent bucket scales are chosen on
