@@ -1,22 +1,26 @@
 """Test -ELBO (bits/dim) of trained runs or bundled models on a data set's test split.
 
 Usage:
-  python benchmarks/train_eval.py runs/binary-mnist-base runs/binary-mnist-refit-a0.5 ... [--samples S]
-  python benchmarks/train_eval.py --bundled binary-mnist [--samples S]
+  python recipes/train_eval.py runs/binary-mnist-base runs/binary-mnist-refit-a0.5 ... [--samples S]
+  python recipes/train_eval.py --bundled binary-mnist [--samples S]
 Each figure is the mean over the test images of the single-sample -ELBO, averaged over S
 independent noise seeds (seed 1234 + s), so encoders compare on identical noise.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bbans import checkpoints as ckpt
-from bbans.data import load_dataset
-from bbans.train import EVAL_SEED, evaluate
+# The checkout's bbans, whichever copy is installed (the recipes run `python -m bbans` from the root).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bbans.models import checkpoints as ckpt  # noqa: E402
+from bbans.io.datasets import load_dataset  # noqa: E402
+from bbans.training.train import EVAL_SEED, evaluate  # noqa: E402
 
 
 def main():

@@ -1,18 +1,23 @@
 """Bundle trained runs into models/ and record quick-check figures.
 
-Usage: python benchmarks/train_bundle.py NAME BASE_RUN REFIT_RUN [CONTROL_RUN] [--notes TEXT]
-Writes models/NAME.{decoder,encoder-baseline,encoder-refit}.safetensors and models/NAME.json.
+Usage: python recipes/train_bundle.py NAME BASE_RUN REFIT_RUN [CONTROL_RUN] [--notes TEXT] [--data-dir DIR] [--out DIR]
+Writes OUT/NAME.{decoder,encoder-baseline,encoder-refit}.safetensors and OUT/NAME.json (OUT: the
+repository's models/ unless --out says otherwise).
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bbans import checkpoints as ckpt
-from bbans.data import load_dataset
-from bbans.train import evaluate
+# The checkout's bbans, whichever copy is installed (the recipes run `python -m bbans` from the root).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bbans.models import checkpoints as ckpt  # noqa: E402
+from bbans.io.datasets import load_dataset  # noqa: E402
+from bbans.training.train import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures" / "data"

@@ -1,11 +1,15 @@
 """Calibrate a bundled hierarchical model's latent bucket scales and re-record its hashes.
 
-    python benchmarks/set_latent_scales.py NAME --calibrate [--data-dir ../shared/data]
-    python benchmarks/set_latent_scales.py NAME            # only re-record the hashes
+    python recipes/set_latent_scales.py NAME --calibrate [--data-dir ../shared/data] [--models DIR]
+    python recipes/set_latent_scales.py NAME            # only re-record the hashes
 
-The scales are part of the model's hash (bbans.checkpoints.model_hash), so archives made with
-the old ones are refused rather than decoded wrongly. --calibrate runs
-bbans.bitsback.calibrate_latent_scales on the first training images, as `bbans train` does.
+--models: the folder holding NAME's bundle files (train_bundle.py --out); the repository's
+models/ by default.
+
+The scales are part of the model's hash (bbans.models.checkpoints.model_hash), so archives made
+with the old ones are refused rather than decoded wrongly. --calibrate runs
+bbans.training.calibration.calibrate_latent_scales on the first training images, as `bbans train`
+does.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bbans import checkpoints as ckpt  # noqa: E402
-from bbans.bitsback import calibrate_latent_scales  # noqa: E402
-from bbans.data import is_binary, load_dataset  # noqa: E402
-from bbans.train import calibration_images  # noqa: E402
+from bbans.models import checkpoints as ckpt  # noqa: E402
+from bbans.training.calibration import calibrate_latent_scales  # noqa: E402
+from bbans.io.datasets import is_binary, load_dataset  # noqa: E402
+from bbans.training.train import calibration_images  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -30,17 +34,19 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--models", type=Path, default=MODELS, help="bundle folder [the repository's models/]")
     a = ap.parse_args()
-    path = MODELS / f"{a.name}.json"
+    models = a.models
+    path = models / f"{a.name}.json"
     rec = json.loads(path.read_text())
     arch = rec["architecture"]
     if a.calibrate:
-        model, _ = ckpt.load_model(a.name, "refit")
+        model, _ = ckpt.load_files(models / a.name, "encoder-refit")
         split = "train-only" if rec["dataset"] == "cifar10" else "train"
         train = load_dataset(rec["dataset"], split, a.data_dir)
         arch["latent_scales"] = calibrate_latent_scales(model, calibration_images(train, is_binary(rec["dataset"])))
         rec.pop("latent_scales_note", None)  # a hand-set scale's reason no longer applies
-    blobs = {k: (MODELS / f).read_bytes() for k, f in rec["files"].items()}
+    blobs = {k: (models / f).read_bytes() for k, f in rec["files"].items()}
     for enc in ("baseline", "refit"):
         rec["encoders"][enc]["hash"] = ckpt.model_hash(blobs["decoder"], blobs[enc], arch)
     rec["hash"] = rec["encoders"]["refit"]["hash"]
