@@ -25,9 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import hostile  # noqa: E402
-from bbans.archive import format as container
-from bbans.archive import writer
-from bbans import archive  # noqa: E402
+from bbans.archive import format as container  # noqa: E402
+from bbans.archive import writer  # noqa: E402
 
 TREE = HERE.parent / "tests" / "fixtures" / "tree"
 SOURCES = [TREE / "binary" / "b0.png", TREE / "binary" / "b1.pbm", TREE / "notes.txt"]
