@@ -39,11 +39,11 @@ def conflicts(entries: list[dict], outdir: str, force: bool) -> list[str]:
     return bad
 
 
-def extract(archive_path: str, outdir: str, force: bool = False, progress: Progress = noop_progress,
-            warn: Warn = noop_warn) -> dict:
+def extract(archive_path, outdir: str, force: bool = False, progress: Progress = noop_progress,
+            warn: Warn = noop_warn, name: str | None = None) -> dict:
     """Restore the archive under `outdir`. Everything is decoded and checked in a staging folder
     first; only then is it moved into place. A failure removes whatever this run created."""
-    with Reader(archive_path) as r:
+    with Reader(archive_path, name) as r:
         outdir = os.path.abspath(outdir)
         fresh = not os.path.lexists(outdir)
         if not fresh and not os.path.isdir(outdir):

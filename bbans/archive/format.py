@@ -112,8 +112,8 @@ class Reader:
     """A checked archive. Construction validates everything that can be validated without
     decoding; blobs are read lazily from the file (or bytes)."""
 
-    def __init__(self, source: str | os.PathLike | bytes):
-        self.name = "<memory>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+        self.name = name or ("<memory>" if isinstance(source, (bytes, bytearray)) else os.fspath(source))
         if isinstance(source, (bytes, bytearray)):
             self._f = io.BytesIO(bytes(source))
             size = len(source)

@@ -82,8 +82,8 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
     }
 
 
-def info(path: str) -> dict:
-    with Reader(path) as r:
+def info(path, name: str | None = None) -> dict:
+    with Reader(path, name) as r:
         return describe_header(r.header, r.size, r.overhead)
 
 
@@ -242,3 +242,18 @@ def verify(source, progress: Progress = noop_progress, expect: dict[str, str] | 
                     raise MismatchError(f"{path}: the archive does not give back the input file's bytes")
             n += 1
         return n
+
+
+def read_one(source, progress: Progress = noop_progress, name: str | None = None) -> tuple[str, bytes]:
+    """The path and bytes of an archive's only file, decoded and checked whole before they are
+    returned (what `decompress -c` writes to standard output)."""
+    with Reader(source, name) as r:
+        files = [e for e in r.entries if e["kind"] in ("model", "stored")]
+        if len(files) != 1:
+            raise BBANSError(f"{r.name} holds {len(files)} files; writing to standard output needs an archive "
+                             "of exactly one (extract it with -o DIR)")
+        found = None
+        for d in decode_entries(r, progress):
+            if d.entry is files[0]:
+                found = d.entry["path"], d.data if d.data is not None else b"".join(d.chunks)
+        return found

@@ -5,29 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 
 import click
 
-from bbans.archive import atomic, extract, reader, schema, writer
-from bbans.errors import BBANSError
+from bbans.archive import schema
+from bbans.cli.help import epilog
+from bbans.errors import BBANSError, MismatchError
 from bbans.io import images
-from bbans.models import checkpoints, registry
-
-EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  error: bad input path, refused overwrite, model not bundled
-  2  usage error (unknown option, bad value)
-  3  archive corrupt, truncated, foreign or from a newer bbans
-  4  archive cannot be reproduced here (other model weights,
-     no GPU for a GPU-made archive) or a checksum failed
-  130 interrupted (SIGINT), 143 terminated (SIGTERM); nothing
-      half-written is left behind"""
-
-
-def _epilog(examples: str) -> str:
-    return f"{examples}\n\n{EXIT_CODES}"
-
+from bbans.models import registry
 
 class _Progress:
     """rich progress bars on stderr, one per stage; a no-op when quiet or not on a terminal."""
@@ -40,10 +26,12 @@ class _Progress:
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
             self.bar.__enter__()
         return self
 
@@ -67,10 +55,10 @@ def _warn(msg: str) -> None:
     click.echo(f"bbans: warning: {msg}", err=True)
 
 
-def _console():
+def _console(err: bool = False):
     from rich.console import Console
 
-    out = sys.stdout
+    out = sys.stderr if err else sys.stdout
     return Console(file=out, width=None if out.isatty() else 160, highlight=False, soft_wrap=True)
 
 
@@ -129,28 +117,59 @@ def _dump_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+# ---- standard streams ------------------------------------------------------------------------
+
+STREAM = "-"
+
+
+def _read_stdin(what: str) -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise BBANSError(f"{what} from standard input, but it is a terminal; pipe or redirect something into it")
+    return sys.stdin.buffer.read()
+
+
+def _stdout_binary(force: bool, what: str):
+    if sys.stdout.isatty() and not force:
+        raise BBANSError(f"refusing to write {what} to a terminal; redirect standard output, or use -f")
+    return sys.stdout.buffer
+
+
+def _source(archive_path: str):
+    """(what Reader opens, its name in messages): a path, or the bytes of standard input."""
+    if archive_path == STREAM:
+        return _read_stdin("reading the archive"), "stdin"
+    return archive_path, None
+
+
 # ---- compress --------------------------------------------------------------------------------
 
 
-@click.command("compress", epilog=_epilog("""\b
+@click.command("compress", epilog=epilog("""\b
 Examples:
-  bbans compress digits/ -o digits.bb
+  bbans compress digits/                   # writes digits.bb
   bbans compress a.png b.bmp notes.txt -o mixed.bb --verify
   bbans compress photos/ -o photos.bb --K 7 --device cuda
   bbans compress scans/ -o scans.bb --model none   # LZMA only
+  bbans compress digits/ -c | ssh host 'cat > digits.bb'
+  cat scan.png | bbans compress - --name scan.png -o scan.bb
 
 \b
 A folder's contents are stored relative to it; a file under its own
-name. Several inputs share one namespace: two inputs mapping to the
-same name stop the run. Images the models serve (grey, black-and-white,
-RGB; PNG/BMP/TIFF/PGM/PPM) are coded by the model when the file can be
-rebuilt byte for byte from its pixels (every other chunk, comment and
-trailing byte is kept verbatim); everything else is stored losslessly
-with LZMA2. Decompression gives back every file byte for byte. Symlinks
-inside folders are stored as links; fifos, sockets and devices are
-skipped with a warning. An input is never overwritten, even with -f."""))
+name; standard input (PATH -) as one file called --name. Several inputs
+share one namespace: two inputs mapping to the same name stop the run.
+Images the models serve (grey, black-and-white, RGB; PNG/BMP/TIFF/PGM/
+PPM) are coded by the model when the file can be rebuilt byte for byte
+from its pixels (every other chunk, comment and trailing byte is kept
+verbatim); everything else is stored losslessly with LZMA2.
+Decompression gives back every file byte for byte. Symlinks inside
+folders are stored as links; fifos, sockets and devices are skipped
+with a warning. An input is never overwritten, even with -f."""))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Archive to write (.bb).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Archive to write; - for standard output [default: PATH.bb for one PATH].")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to standard output.")
+@click.option("--name", "stdin_name", default="stdin", show_default=True,
+              help="File name under which standard input (PATH -) is stored.")
 @click.option("--K", "K", type=click.IntRange(0, schema.MAX_K), default=0, show_default=True,
               help="Adam steps of per-image optimal inference (0: amortised encoder only).")
 @click.option("--model", type=click.Choice(["auto", "none", *registry.NAMES]), default="auto", show_default=True,
@@ -168,13 +187,70 @@ skipped with a warning. An input is never overwritten, even with -f."""))
                    "that come back as a rewritten file with the same pixels, mode, size and metadata.")
 @click.option("--verify", is_flag=True,
               help="Decode the new archive and compare every file with its input before keeping it.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive (or write one to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
 @click.option("-v", "--verbose", is_flag=True, help="List every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, keep, verify, force, quiet, verbose,
-                 as_json):
+def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, batch_size, lanes, keep, verify,
+                 force, quiet, verbose, as_json):
     """Compress image files and folders PATH... into one archive."""
+    from bbans.archive import atomic, reader, writer
+
+    if to_stdout or output == STREAM:
+        if output not in (None, STREAM):
+            raise click.UsageError("-c writes to standard output; it cannot be combined with -o FILE")
+        output = STREAM
+        if as_json:
+            raise click.UsageError("--json prints on standard output, which -c gives to the archive")
+    elif output is None:
+        if len(paths) != 1 or paths[0] == STREAM:
+            raise click.UsageError("give the archive's name with -o FILE (or -c for standard output)")
+        output = paths[0].rstrip("/" + os.sep) + ".bb"
+    if list(paths).count(STREAM) > 1:
+        raise click.UsageError("standard input (-) can be read only once")
+    if output != STREAM:
+        _check_output(output, paths, force)
+    else:
+        sink = _stdout_binary(force, "an archive")
+    opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
+                          keep=keep)
+    with _progress(quiet, as_json) as prog, tempfile.TemporaryDirectory(prefix=".bbans-stdin-") as tmp:
+        roots = list(paths)
+        if STREAM in roots:
+            schema.check_name(stdin_name)
+            if "/" in stdin_name:
+                raise BBANSError(f"--name {stdin_name!r} must be a file name, not a path")
+            piped = os.path.join(tmp, stdin_name)
+            with open(piped, "wb") as f:
+                f.write(_read_stdin("PATH - reads a file"))
+            roots[roots.index(STREAM)] = piped
+        data, rep = writer.create(roots, opts, progress=prog, warn=_warn)
+        if output == STREAM:
+            if verify:
+                reader.verify(data, prog, expect=rep["sha256"])
+            sink.write(data)
+            sink.flush()
+        else:
+            # Verified as written: the temporary file is read back before it takes the name.
+            check = (lambda tmp: reader.verify(tmp, prog, expect=rep["sha256"])) if verify else None
+            atomic.write_atomic(output, data, check)
+    rep["archive"] = output
+    rep["verified"] = bool(verify)
+    for note in rep["notes"]:
+        _warn(note)
+    if as_json:
+        _dump_json(rep)
+    elif not quiet:
+        # With the archive on standard output, the summary goes to standard error.
+        con = _console(err=output == STREAM)
+        if verbose:
+            _print_entries(con, rep)
+        _print_summary(con, rep, f"wrote {'standard output' if output == STREAM else output}")
+        if verify:
+            con.print("  verified: every file decodes to the bytes of its input")
+
+
+def _check_output(output: str, paths, force: bool) -> None:
     if os.path.isdir(output):
         raise BBANSError(f"{output} is a folder; give the archive's file name")
     if os.path.lexists(output):
@@ -184,31 +260,14 @@ def compress_cmd(paths, output, K, model, encoder, device, batch_size, lanes, ke
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise BBANSError(f"{out_dir}: no such folder")
-    opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
-                           keep=keep)
-    with _progress(quiet, as_json) as prog:
-        data, rep = writer.create(list(paths), opts, progress=prog, warn=_warn)
-        check = (lambda tmp: reader.verify(tmp, prog, expect=rep["sha256"])) if verify else None
-        atomic.write_atomic(output, data, check)
-    rep["archive"] = output
-    rep["verified"] = bool(verify)
-    for note in rep["notes"]:
-        _warn(note)
-    if as_json:
-        _dump_json(rep)
-    elif not quiet:
-        con = _console()
-        if verbose:
-            _print_entries(con, rep)
-        _print_summary(con, rep, f"wrote {output}")
-        if verify:
-            con.print("  verified: every file decodes to the bytes of its input")
 
 
 def _refuse_overwriting_an_input(output: str, paths) -> None:
     """An existing output that is, or lies inside, an input would be read and then replaced."""
     real = os.path.realpath(output)
     for p in paths:
+        if p == STREAM:
+            continue
         root = os.path.realpath(p)
         if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
             raise BBANSError(f"{output} is one of the inputs ({p}); refusing to overwrite it, even with -f")
@@ -222,29 +281,76 @@ def _default_outdir(path: str) -> str:
     return base
 
 
-@click.command("decompress", epilog=_epilog("""\b
+def _check_device(source, name, device: str) -> None:
+    """--device other than auto: the archive's groups must have been coded on that device class."""
+    from bbans.archive import reader
+
+    if device == "auto":
+        return
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BBANSError("--device cuda asked for, but torch sees no CUDA device here")
+    for g in reader.info(source, name)["groups"]:
+        if g["device"] != device:
+            raise MismatchError(f"{name or source}: the {g['model']} group was coded on device class "
+                                f"{g['device']}; its arithmetic is reproduced only there, not on {device}")
+
+
+@click.command("decompress", epilog=epilog("""\b
 Examples:
   bbans decompress digits.bb              # into digits/ beside it
   bbans decompress digits.bb -o restored/
   bbans decompress digits.bb -o restored/ -f
+  cat digits.bb | bbans decompress - -o restored/
+  bbans decompress scan.bb -c > scan.png  # an archive of one file
 
 \b
 Every file comes back byte for byte (archives made with --keep pixels:
 those images come back with the same pixels, mode, size and metadata in
-their own format). Everything is decoded and checked in a staging folder before
-it is moved into place: a failed run leaves nothing behind. Symlinks
-whose target would lie outside DIR are not restored (warning)."""))
-@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
-              help="Folder to restore into [default: ARCHIVE without .bb].")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing files in the output folder.")
+their own format). Everything is decoded and checked in a staging folder
+before it is moved into place: a failed run leaves nothing behind.
+Symlinks whose target would lie outside DIR are not restored (warning).
+ARCHIVE - reads standard input; -c (or -o -) writes the only file of a
+one-file archive to standard output, after it is decoded and checked."""))
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, allow_dash=True),
+              help="Folder to restore into; - for standard output [default: ARCHIVE without .bb].")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True,
+              help="Write the archive's only file to standard output.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: the device class the archive was coded on; cpu or cuda: insist on that one.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing files in the output folder (or write to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def decompress_cmd(archive_path, outdir, force, quiet, as_json):
+def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_json):
     """Restore every entry of ARCHIVE under a folder."""
-    outdir = outdir or _default_outdir(archive_path)
+    from bbans.archive import extract, reader
+
+    if to_stdout or outdir == STREAM:
+        if outdir not in (None, STREAM):
+            raise click.UsageError("-c writes to standard output; it cannot be combined with -o DIR")
+        if as_json:
+            raise click.UsageError("--json prints on standard output, which -c gives to the file")
+        sink = _stdout_binary(force, "a file")
+        source, name = _source(archive_path)
+        _check_device(source, name, device)
+        with _progress(quiet, False) as prog:
+            path, data = reader.read_one(source, prog, name)
+        sink.write(data)
+        sink.flush()
+        if not quiet:
+            click.echo(f"restored {path} ({_fmt_bytes(len(data))}) to standard output", err=True)
+        return
+    if outdir is None:
+        if archive_path == STREAM:
+            raise click.UsageError("reading the archive from standard input: give -o DIR, or -c for its only file")
+        outdir = _default_outdir(archive_path)
+    source, name = _source(archive_path)
+    _check_device(source, name, device)
     with _progress(quiet, as_json) as prog:
-        rep = extract.extract(archive_path, outdir, force=force, progress=prog, warn=_warn)
+        rep = extract.extract(source, outdir, force=force, progress=prog, warn=_warn, name=name)
     if as_json:
         _dump_json(rep)
     elif not quiet:
@@ -254,21 +360,25 @@ def decompress_cmd(archive_path, outdir, force, quiet, as_json):
 # ---- info ------------------------------------------------------------------------------------
 
 
-@click.command("info", epilog=_epilog("""\b
+@click.command("info", epilog=epilog("""\b
 Examples:
   bbans info digits.bb
-  bbans info digits.bb --json"""))
-@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False))
+  bbans info digits.bb --json
+  cat digits.bb | bbans info -"""))
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 def info_cmd(archive_path, as_json):
     """Describe ARCHIVE: models, K, device class, entries with sizes and bits/dim, overhead."""
-    rep = reader.info(archive_path)
+    from bbans.archive import reader
+
+    source, name = _source(archive_path)
+    rep = reader.info(source, name)
     if as_json:
         _dump_json(rep)
         return
     con = _console()
     cb = rep.get("created_by", {})
-    con.print(f"{archive_path}: bbans archive format {rep['format']}, made by bbans {cb.get('bbans', '?')}"
+    con.print(f"{name or archive_path}: bbans archive format {rep['format']}, made by bbans {cb.get('bbans', '?')}"
               + (f", device class {rep['device']}" if rep.get("device") else ""))
     _print_entries(con, rep)
     _print_summary(con, rep, "total")
@@ -282,13 +392,15 @@ def info_cmd(archive_path, as_json):
 # ---- models ----------------------------------------------------------------------------------
 
 
-@click.command("models", epilog=_epilog("""\b
+@click.command("models", epilog=epilog("""\b
 Examples:
   bbans models
   bbans models --json"""))
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def models_cmd(as_json):
     """List the bundled models, the images each serves and their test bits/dim."""
+    from bbans.models import checkpoints
+
     have = checkpoints.bundled()
     rows = []
     for name in registry.NAMES:

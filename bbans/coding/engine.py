@@ -110,7 +110,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise MismatchError("--device cuda asked for, but torch sees no CUDA device here")
+        raise BBANSError("--device cuda asked for, but torch sees no CUDA device here")
     if device not in ("cpu", "cuda"):
         raise BBANSError(f"unknown device {device!r} (choose auto, cpu or cuda)")
     return device

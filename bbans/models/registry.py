@@ -32,16 +32,16 @@ class ModelSpec:
 
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("binary-mnist-hier", "binary-mnist", "hierarchical", (1, 28, 28), "binary",
-              "black-and-white images, 28x28 tiles (hierarchical latents; the default)"),
+              "black-and-white images, 28x28 tiles; learnt on binarized MNIST digits (hierarchical; the default)"),
     ModelSpec("binary-mnist", "binary-mnist", "paper", (1, 28, 28), "binary",
-              "black-and-white images (mode 1, or grey with only 0 and 255), 28x28 tiles"),
+              "black-and-white images (mode 1, or grey of only 0 and 255), 28x28 tiles; learnt on binarized MNIST digits"),
     ModelSpec("mnist-hier", "mnist", "hierarchical", (1, 28, 28), "grey",
-              "8-bit grey images, 28x28 tiles (hierarchical latents; the default)", also=("binary",)),
+              "8-bit grey images, 28x28 tiles; learnt on MNIST digits (hierarchical; the default)", also=("binary",)),
     ModelSpec("mnist", "mnist", "paper", (1, 28, 28), "grey",
-              "8-bit grey images (mode L), 28x28 tiles; also black-and-white ones", also=("binary",)),
+              "8-bit grey images (mode L), 28x28 tiles, also black-and-white ones; learnt on MNIST digits", also=("binary",)),
     ModelSpec("cifar10-hier", "cifar10", "hierarchical", (3, 32, 32), "rgb",
-              "8-bit RGB images, 32x32 tiles (hierarchical latents; the default)"),
-    ModelSpec("cifar10", "cifar10", "paper", (3, 32, 32), "rgb", "8-bit RGB images, 32x32 tiles"),
+              "8-bit RGB images, 32x32 tiles; learnt on CIFAR-10 photos (hierarchical; the default)"),
+    ModelSpec("cifar10", "cifar10", "paper", (3, 32, 32), "rgb", "8-bit RGB images, 32x32 tiles; learnt on CIFAR-10 photos"),
 )
 NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
 _BY_NAME = {m.name: m for m in MODELS}
