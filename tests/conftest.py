@@ -1,15 +1,78 @@
-"""Helpers shared by the test modules: image files built byte by byte."""
+"""Helpers shared by the test modules, importable as `from conftest import ...` (pytest puts
+tests/ on the import path, as for tests/hostile.py), and the fixtures every module sees.
+
+Paths: FIXTURES, FIX (the fixture data sets), TREE (the fixture input tree), REPO, SHARED
+(../shared/data, the real data sets, present on some machines only). Images built byte by
+byte, archives edited and re-signed, tiny untrained models standing in for the bundled ones,
+and the command line run in this process (`bbans_main`) or as a real process.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
+
+# ---- paths -----------------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIX = FIXTURES / "data"  # small data sets in the official layouts (MNIST ones not the published files)
+TREE = FIXTURES / "tree"  # an input tree of every kind of file the compressor routes
+REPO = FIXTURES.parent.parent
+SHARED = REPO.parent / "shared" / "data"  # the real data sets, where this machine has them
+
+
+def needs_shared(*names: str):
+    """Decorator: a slow test reading ../shared/data/NAME for each name; skipped, saying what is
+    missing, where this machine lacks it."""
+    missing = [n for n in names if not (SHARED / n).exists()]
+
+    def mark(fn):
+        fn = pytest.mark.slow(fn)
+        return pytest.mark.skipif(bool(missing), reason=f"real data set(s) {', '.join(missing)} not under {SHARED}")(fn)
+
+    return mark
+
+
+def fixture_images(dataset: str, split: str = "test") -> np.ndarray:
+    """A fixture data set's images (no md5 check: the MNIST fixtures are not the published files)."""
+    from bbans.io.datasets import load_dataset
+
+    return load_dataset(dataset, split, FIX, verify=False)
+
+
+def training_data() -> tuple:
+    """`bbans.training.train.run`'s `data`: the MNIST fixture's training images, no selection
+    split, the binarized test images."""
+    return fixture_images("mnist", "train"), None, None, fixture_images("binary-mnist", "test")
+
+
+# ---- image files -----------------------------------------------------------------------------
+
+
+def grey_image(h: int = 28, w: int = 28, seed: int = 0) -> Image.Image:
+    """An 8-bit grey image with some structure (a ramp plus noise), so zlib has work to do."""
+    rng = np.random.default_rng(seed)
+    smooth = np.add.outer(np.arange(h), np.arange(w)) * 4 + rng.integers(0, 30, (h, w))
+    return Image.fromarray((smooth % 256).astype(np.uint8))
+
+
+def rgb_image(h: int = 20, w: int = 33, seed: int = 0) -> Image.Image:
+    """An 8-bit RGB image of noise, a size no tile divides."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
 def save(img: Image.Image, fmt: str, **kw) -> bytes:
+    """The file bytes of img saved by Pillow as fmt."""
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
     return buf.getvalue()
@@ -60,19 +123,140 @@ def flushed_deflate(raw: bytes) -> bytes:
     return c.compress(raw[:half]) + c.flush(zlib.Z_FULL_FLUSH) + c.compress(raw[half:]) + c.flush()
 
 
-# ---- the command line, in this process -----------------------------------------------------------
+# ---- archives --------------------------------------------------------------------------------
 
-import signal  # noqa: E402
-import sys  # noqa: E402
 
-import pytest  # noqa: E402
+def edit_header(data: bytes, edit) -> bytes:
+    """The archive with `edit(header)` applied to its header (in place), re-signed so the
+    trailing checksum holds and only the reader's own checks stand in the way."""
+    from bbans.archive import format as container
+
+    version, header, payload = container.unpack(data)
+    edit(header)
+    return container.pack(header, [payload], version)
+
+
+def archive_round_trip(tmp_path: Path, files: dict[str, bytes], model: str = "mnist", **options) -> tuple[dict, dict]:
+    """Write files under tmp_path/src, compress them (writer.Options(model=model, **options), the
+    bundled models), extract to tmp_path/out; return (restored bytes by name, header entries by name)."""
+    from bbans.archive import extract, writer
+    from bbans.archive import format as container
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    data, _ = writer.create([str(src)], writer.Options(model=model, **options))
+    (tmp_path / "a.bb").write_bytes(data)
+    extract.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
+    entries = {e["path"]: e for e in container.unpack(data)[1]["entries"]}
+    return {n: (tmp_path / "out" / n).read_bytes() for n in files}, entries
+
+
+def one_error_line(err: str) -> str:
+    """Assert that stderr is the single line `bbans: error: ...` and return the message."""
+    assert "Traceback" not in err, err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bbans: error: "), err
+    return lines[0][len("bbans: error: "):]
+
+
+# ---- the coders, both ways -------------------------------------------------------------------
+
+
+def codec_round_trip(codec, x, lanes: int, seed: int = 0) -> tuple[int, object]:
+    """Push x with codec onto a fresh Message, serialise, pop it back; the message must return to
+    its fresh state. Returns (bits the pushed message took, what was popped)."""
+    from bbans.coding.ans import Message
+
+    msg = Message(lanes, seed=seed)
+    codec.push(msg, x)
+    bits = msg.bits()
+    back = Message.from_bytes(msg.to_bytes(), seed=seed)
+    y = codec.pop(back)
+    assert back == Message(lanes, seed=seed)
+    return bits, y
+
+
+def engine_round_trip(model, images, mask=None, **config) -> tuple[bytes, dict, np.ndarray]:
+    """engine.compress then engine.decompress with EngineConfig(**config) (decoding with the
+    settings compress recorded); returns (payload, stats, decoded images)."""
+    from bbans.coding import engine
+
+    payload, stats = engine.compress(model, images, mask=mask, config=engine.EngineConfig(**config))
+    out = engine.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=stats["config"])
+    return payload, stats, out
+
+
+# ---- tiny models in place of the bundled ones --------------------------------------------------
+
+_FAKE: dict = {}
+
+
+def fake_model(name: str, seed: int = 0):
+    """A small randomly initialised model of the bundled architecture of `name` (paper or
+    hierarchical): codes losslessly, badly, and builds in milliseconds."""
+    import torch
+
+    from bbans.models.architecture import build_model, default_architecture
+
+    if (name, seed) not in _FAKE:
+        torch.manual_seed(seed)
+        if name.endswith("-hier"):
+            arch = default_architecture(name[: -len("-hier")], width=8, family="hierarchical")
+            arch["latent_channels"] = 2
+        else:
+            arch = default_architecture(name, width=16 if name != "cifar10" else 8)
+        if name == "cifar10":
+            arch["blocks"] = 1
+        _FAKE[name, seed] = build_model(arch).eval()
+    return _FAKE[name, seed]
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Every registered model "bundled" as a `fake_model` (refit and baseline encoders differ):
+    `checkpoints.list_models` and `load_model` hand them out. Returns a dict whose "salt" is
+    appended to every model hash, to stand for retrained weights."""
+    from bbans.models import checkpoints, registry
+
+    state = {"salt": ""}
+
+    def list_models():
+        return [{"name": n, "hash": f"fake-{n}", "dataset": registry.spec(n).dataset,
+                 "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
+                              "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
+                for i, n in enumerate(registry.NAMES)]
+
+    def load_model(name, encoder="refit", device="cpu"):
+        registry.spec(name)  # an unknown name is refused as the real one refuses it
+        model = fake_model(name, seed=0 if encoder == "refit" else 1)
+        return model, {"name": name, "encoder": encoder, "dataset": registry.spec(name).dataset,
+                       "hash": f"fake-{name}-{encoder}{state['salt']}"}
+
+    monkeypatch.setattr(checkpoints, "list_models", list_models)
+    monkeypatch.setattr(checkpoints, "load_model", load_model)
+    return state
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """No bundled model at all: every file is stored."""
+    from bbans.models import checkpoints
+
+    monkeypatch.setattr(checkpoints, "list_models", lambda: [])
+
+
+# ---- the command line ------------------------------------------------------------------------
 
 
 @pytest.fixture
 def bbans_main(capsys, monkeypatch):
-    """Run `bbans.cli.main` itself (its own error handling, not a copy) and return
-    (exit code, stdout, stderr)."""
+    """Run `bbans.cli.main` itself (its own error handling, not a copy) with the given arguments
+    and return (exit code, stdout, stderr). An exception main() lets escape fails the test."""
     from bbans import cli
+
+    monkeypatch.delenv("BBANS_TRACEBACK", raising=False)
 
     def run(*args) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["bbans", *map(str, args)])
@@ -89,3 +273,21 @@ def bbans_main(capsys, monkeypatch):
         return code, out, err
 
     return run
+
+
+def bbans_command(*args) -> list[str]:
+    """The argv of `python -m bbans ARGS` in a new process."""
+    return [sys.executable, "-m", "bbans", *map(str, args)]
+
+
+def process_env() -> dict:
+    """The environment for such a process: this checkout's bbans first, no traceback switch."""
+    paths = [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env.pop("BBANS_TRACEBACK", None)
+    return env
+
+
+def run_bbans_process(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m bbans ARGS` to the end; text stdout and stderr captured."""
+    return subprocess.run(bbans_command(*args), capture_output=True, text=True, env=process_env(), timeout=timeout)

@@ -291,7 +291,6 @@ def _bits_back_like_history(lanes=4, prec=12, seed=3):
     """Pop from an empty message (phantom words), push the same symbols back with the same
     distribution (the words are given back), then pop more and push other data: the phantom
     count peaks in the middle and ends lower. Returns (message, the symbols, the final data)."""
-    rng = np.random.default_rng(seed)
     msg = Message(lanes, seed=seed)
     n = 64
     first = msg.pop_stream(n, prec, _uniform_lookup(prec))

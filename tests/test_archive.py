@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
 import lzma
+import os
 import struct
 
 import pytest
@@ -15,10 +16,11 @@ from bbans.archive import format as container
 from bbans.archive import extract
 from bbans.archive import writer
 from bbans.archive import reader
-from bbans.archive.format import Reader, pack
+from bbans.archive.format import Reader
 from bbans.archive.writer import Options
 from bbans.archive.schema import check_name
 from bbans.errors import ArchiveError, BBANSError, MismatchError
+from conftest import edit_header
 
 RANDOM = bytes((i * 7919 + (i * i) % 251) % 256 for i in range(200)) + bytes(range(0, 256, 3))[::-1]
 
@@ -37,14 +39,6 @@ def small_tree(tmp_path_factory):
 def good(small_tree) -> bytes:
     data, _ = writer.create([str(small_tree)], Options(model="none"))
     return data
-
-
-def split(data: bytes) -> tuple[dict, bytes]:
-    """(header, payload area) of an archive, for crafting variants."""
-    _, _, hlen, rawlen, plen = struct.unpack("<6sHIIQ", data[:24])
-    raw = lzma.decompress(data[24:24 + hlen], format=lzma.FORMAT_RAW,
-                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
-    return json.loads(raw), data[24 + hlen:24 + hlen + plen]
 
 
 def test_round_trip_of_a_stored_tree(good, small_tree):
@@ -76,13 +70,6 @@ def test_good_names_pass(name):
     check_name(name)
 
 
-def _mutated(good: bytes, fn) -> bytes:
-    header, payload = split(good)
-    header = copy.deepcopy(header)
-    fn(header)
-    return pack(header, [payload])
-
-
 def _entry(h, path):
     return next(e for e in h["entries"] if e["path"] == path)
 
@@ -103,7 +90,7 @@ def _entry(h, path):
 ])
 def test_crafted_headers_are_refused(good, label, fn, message):
     with pytest.raises(ArchiveError, match=message):
-        Reader(_mutated(good, fn))
+        Reader(edit_header(good, fn))
 
 
 def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
@@ -111,7 +98,7 @@ def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
         h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": {}, "tiles": 10 ** 9,
                         "masked": False, "payload": {"offset": 0, "length": 10}}]
     with pytest.raises(ArchiveError, match="far more than"):
-        Reader(_mutated(good, add_group))
+        Reader(edit_header(good, add_group))
 
 
 @pytest.mark.parametrize("engine,message", [({"lanes": 1 << 40}, "out of range"), ({"K": -1}, "out of range"),
@@ -124,12 +111,10 @@ def test_engine_settings_are_bounded(good, engine, message):
         h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": engine, "tiles": 1,
                         "masked": False, "payload": {"offset": 0, "length": 10}}]
     with pytest.raises(ArchiveError, match=message):
-        Reader(_mutated(good, add_group))
+        Reader(edit_header(good, add_group))
 
 
 def test_a_fifo_is_not_opened_as_an_archive(tmp_path):
-    import os
-
     os.mkfifo(tmp_path / "f.bb")
     with pytest.raises(BBANSError, match="not a regular file"):
         Reader(tmp_path / "f.bb")
@@ -166,13 +151,11 @@ def test_declared_lengths_are_bounded_by_the_file_size(good):
     bomb = container.MAGIC + struct.pack("<HIIQ", 1, 0xFFFFFFFF, 0xFFFFFFFF, 1 << 60) + bytes(40)
     with pytest.raises(ArchiveError, match="truncated"):
         Reader(bomb)
-    header, payload = split(good)
+    _, header, payload = container.unpack(good)
     raw = json.dumps(header).encode()
     head = lzma.compress(raw, format=lzma.FORMAT_RAW,
                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
     body = container.MAGIC + struct.pack("<HIIQ", 1, len(head), 1 << 31, len(payload)) + head + payload
-    import hashlib
-
     with pytest.raises(ArchiveError, match="header declares"):
         Reader(body + hashlib.sha256(body).digest())
 
@@ -180,7 +163,7 @@ def test_declared_lengths_are_bounded_by_the_file_size(good):
 def test_payload_that_decodes_wrong_names_the_entry(good):
     def lie(h):
         _entry(h, "a/x.txt")["sha256"] = "0" * container.CHECKSUM_HEX
-    with Reader(_mutated(good, lie)) as r:
+    with Reader(edit_header(good, lie)) as r:
         with pytest.raises(MismatchError, match="a/x.txt"):
             for d in reader.decode_entries(r):
                 if d.chunks is not None:

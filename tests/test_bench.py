@@ -7,20 +7,16 @@ the real engine and the real generic codecs, never from ../shared.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from bbans import bench
-from bbans.io.datasets import load_dataset
 from bbans.errors import EXIT_ERROR, EXIT_MISMATCH
-from bbans.models.paper import MLPVAE, ResNetVAE
+from bbans.models.paper import MLPVAE
+from conftest import FIX, fixture_images, one_error_line
 
-FIX = Path(__file__).parent / "fixtures" / "data"
 ENGINE = {"batch_size": 4, "lanes": 8, "device": "cpu"}
 
 
@@ -29,14 +25,9 @@ def _mlp(likelihood: str, seed: int) -> MLPVAE:
     return MLPVAE(likelihood=likelihood, hidden=16, latent=4, layers=1).eval()
 
 
-def _resnet(seed: int) -> ResNetVAE:
-    torch.manual_seed(seed)
-    return ResNetVAE(width=8, latent_channels=2, blocks=1).eval()
-
-
 @pytest.fixture(scope="module")
 def binary_images():
-    return load_dataset("binary-mnist", "test", FIX, verify=False)[:8]
+    return fixture_images("binary-mnist")[:8]
 
 
 def test_parse_k_list():
@@ -62,7 +53,7 @@ def test_tile_round_trip(n):
 
 @pytest.mark.parametrize("name", ["mnist", "binary-mnist", "cifar10"])
 def test_generic_codecs_exact(name):
-    x = load_dataset(name, "test", FIX, verify=False)[:5]
+    x = fixture_images(name)[:5]
     rows = bench.run_generic(x, binary=name == "binary-mnist")
     assert [tuple(sorted(r)) for r in rows] == [tuple(sorted(bench.GENERIC_KEYS))] * len(rows)
     ran = [r for r in rows if not r["skipped"]]
@@ -106,12 +97,27 @@ def test_run_bench_end_to_end(tmp_path, binary_images):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_missing_encoder_is_skipped_with_reason(binary_images):
-    report = bench.run_bench(binary_images[:3], {"baseline": _mlp("bernoulli", 0)}, dataset="binary-mnist",
-                             ks=(0,), engine_kwargs=ENGINE, generic=False,
-                             skipped_encoders={"refit": "no refit encoder bundled"})
-    assert [r["method"] for r in report["methods"]] == ["baseline"]
-    assert report["skipped_methods"] == [{"method": "refit", "reason": "no refit encoder bundled"}]
+def test_missing_encoder_is_skipped_with_reason(bbans_main, tmp_path, fake_models, monkeypatch):
+    # The decision is the command's (a refit encoder that does not load); the report carries it.
+    from bbans.errors import BBANSError
+    from bbans.models import checkpoints
+
+    real = checkpoints.load_model
+
+    def load_model(name, encoder="refit", device="cpu"):
+        if encoder == "refit":
+            raise BBANSError(f"bundled model {name!r} is incomplete (decoder or refit encoder missing)")
+        return real(name, encoder, device)
+
+    monkeypatch.setattr(checkpoints, "load_model", load_model)
+    js = tmp_path / "b.json"
+    code, _, err = bbans_main("bench", "--dataset", "cifar10", "--data-dir", FIX, "--K", "0,1", "--limit", 2,
+                              "--batch-size", 2, "--lanes", 4, "--device", "cpu", "--no-generic", "--json", js, "-q")
+    assert code == 0, err
+    report = json.loads(js.read_text())
+    assert [r["method"] for r in report["methods"]] == ["baseline", "baseline+K1"]
+    why = "bundled model 'cifar10' is incomplete (decoder or refit encoder missing)"
+    assert report["skipped_methods"] == [{"method": "refit", "reason": why}, {"method": "refit+K1", "reason": why}]
     assert report["generic"] == []
 
 
@@ -135,32 +141,15 @@ def test_inexact_round_trip_is_reported(monkeypatch, binary_images):
     assert err.value.exit_code == EXIT_MISMATCH
 
 
-@pytest.fixture
-def tiny_bundled(monkeypatch):
-    """checkpoints.load_model handing out tiny untrained models, so the CLI runs without bundles."""
-    from bbans.models import checkpoints
-
-    def load_model(name, encoder="refit", device="cpu"):
-        seed = 0 if encoder == "baseline" else 1
-        model = _resnet(seed) if name == "cifar10" else _mlp("bernoulli" if name == "binary-mnist" else "logistic",
-                                                             seed)
-        return model, {"name": name, "encoder": encoder, "hash": f"tiny-{encoder}", "test_bits_per_dim": None,
-                       "dataset": name.removesuffix("-hier")}
-
-    monkeypatch.setattr(checkpoints, "load_model", load_model)
-
-
-def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
-    from bbans.cli import cli
-
+def test_cli_bench_json_and_plot(bbans_main, tmp_path, fake_models):
     js, png = tmp_path / "b.json", tmp_path / "b.png"
     # The CIFAR-10 fixture goes through the real loader (MNIST fixtures are not the published files,
     # so their md5 check would refuse them).
-    res = CliRunner().invoke(cli, ["bench", "--dataset", "cifar10", "--data-dir", str(FIX), "--K", "0,1",
-                                   "--limit", "3", "--batch-size", "2", "--lanes", "4", "--device", "cpu", "--threads", "1",
-                                   "--json", str(js), "--plot", str(png), "-q"])
-    assert res.exit_code == 0, res.output
-    assert "refit+K1" in res.output and "JPEG-XL" in res.output
+    code, out, err = bbans_main("bench", "--dataset", "cifar10", "--data-dir", FIX, "--K", "0,1", "--limit", 3,
+                                "--batch-size", 2, "--lanes", 4, "--device", "cpu", "--threads", 1,
+                                "--json", js, "--plot", png, "-q")
+    assert code == 0, err
+    assert "refit+K1" in out and "JPEG-XL" in out
     report = json.loads(js.read_text())
     assert tuple(report) == bench.REPORT_KEYS
     assert report["dataset"] == "cifar10" and report["n_images"] == 3 and report["image_shape"] == [3, 32, 32]
@@ -169,30 +158,21 @@ def test_cli_bench_json_and_plot(tmp_path, tiny_bundled):
     assert report["engine_config"]["lanes"] == 4 and report["device"] == "cpu"
     assert report["engine_config"]["threads"] == 1 and "--threads" in report["argv"]
     assert {"platform", "cpu_count", "torch"} <= set(report["machine"])
-    assert report["models"]["refit"]["hash"] == "tiny-refit"
+    assert report["models"]["refit"]["hash"] == "fake-cifar10-refit"
     assert all(m["exact"] for m in report["methods"])
     assert png.stat().st_size > 1000
 
 
-def test_cli_bench_refuses_a_model_of_another_data_set(tiny_bundled, monkeypatch, capsys):
-    from bbans import cli
-
-    monkeypatch.setattr(sys, "argv", ["bbans", "bench", "--dataset", "cifar10", "--data-dir", str(FIX),
-                                      "--model", "mnist-hier", "--limit", "2", "-q"])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code == EXIT_ERROR
-    assert capsys.readouterr().err.strip() == "bbans: error: model mnist-hier was trained on mnist, not cifar10"
+def test_cli_bench_refuses_a_model_of_another_data_set(bbans_main, fake_models):
+    code, _, err = bbans_main("bench", "--dataset", "cifar10", "--data-dir", FIX, "--model", "mnist-hier",
+                              "--limit", 2, "-q")
+    assert code == EXIT_ERROR
+    assert one_error_line(err) == "model mnist-hier was trained on mnist, not cifar10"
 
 
-def test_cli_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
-    from bbans import cli
-
+def test_cli_missing_dataset_is_one_line(bbans_main, tmp_path, monkeypatch):
     monkeypatch.delenv("BBANS_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(sys, "argv", ["bbans", "bench", "--dataset", "mnist", "--data-dir", str(tmp_path / "none")])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code == EXIT_ERROR
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("bbans: error: MNIST test images not found") and "\n" not in err
+    code, _, err = bbans_main("bench", "--dataset", "mnist", "--data-dir", tmp_path / "none")
+    assert code == EXIT_ERROR
+    assert one_error_line(err).startswith("MNIST test images not found")

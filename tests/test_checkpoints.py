@@ -1,18 +1,18 @@
-import json
-from pathlib import Path
+"""Checkpoints: saving and loading, hashes, bundling, and the models that ship in models/.
 
-import numpy as np
+A bundled model that is missing or does not load fails these tests: the models are part of
+the repository, not something a machine may lack. Only ../shared/data may be absent.
+"""
+
 import pytest
 import torch
 
+from bbans.errors import BBANSError
 from bbans.models import checkpoints as C
 from bbans.models import registry
-from bbans.training import train as T
-from bbans.errors import BBANSError
 from bbans.models.paper import MLPVAE, ResNetVAE
-
-FIX = Path(__file__).parent / "fixtures" / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from bbans.training import train as T
+from conftest import SHARED, fixture_images, needs_shared, training_data
 
 
 @pytest.mark.parametrize("m", [MLPVAE("logistic", hidden=16, latent=3), ResNetVAE(width=8)])
@@ -20,8 +20,9 @@ def test_save_load_round_trip(tmp_path, m):
     meta = C.save_model(m, tmp_path / "m", {"dataset": "x", "test_bits_per_dim": 1.0})
     m2, meta2 = C.load_files(tmp_path / "m")
     assert meta2["hash"] == meta["hash"] and len(meta["hash"]) == 64
-    for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
-        assert k == k2 and torch.equal(a, b)
+    saved, loaded = m.state_dict(), m2.state_dict()
+    assert list(loaded) == list(saved)
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
     raw = (tmp_path / "m.decoder.safetensors").read_bytes()
     assert b"pickle" not in raw[:200]
 
@@ -39,10 +40,7 @@ def test_hash_changes_with_the_latent_bucket_scales(tmp_path):
 
 
 def test_bundle_and_registry(tmp_path, monkeypatch):
-    from bbans.io.datasets import load_dataset
-
-    data = (load_dataset("mnist", "train", FIX, verify=False), None, None,
-            load_dataset("binary-mnist", "test", FIX, verify=False))
+    data = training_data()
     arch = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 16, "latent": 3, "layers": 2}
     T.run(T.TrainConfig("binary-mnist", epochs=1, batch_size=10, architecture=arch), tmp_path / "b", data=data, progress=False)
     T.run(T.TrainConfig("binary-mnist", epochs=1, batch_size=10, mode="refit", alpha=0.5, base=str(tmp_path / "b")),
@@ -62,21 +60,14 @@ def test_bundle_and_registry(tmp_path, monkeypatch):
         C.load_model("binary-mnist", encoder="other")
 
 
-def _bundled(name):
-    try:
-        return C.load_model(name, "refit")[1]
-    except BBANSError:
-        return None
+def test_every_registered_model_is_bundled():
+    assert [m["name"] for m in C.list_models()] == list(registry.NAMES)
 
 
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_bundled_matches_recorded_figures(name):
-    meta = _bundled(name)
-    if meta is None:
-        pytest.skip(f"{name} not bundled yet")
-    from bbans.io.datasets import load_dataset
-
-    x = load_dataset(meta["dataset"], "test", FIX, verify=False)
+    meta = C.load_model(name, "refit")[1]
+    x = fixture_images(meta["dataset"])
     for enc in ("baseline", "refit"):
         model, m = C.load_model(name, enc)
         assert m["hash"] == meta["encoders"][enc]["hash"]
@@ -84,15 +75,12 @@ def test_bundled_matches_recorded_figures(name):
         assert got == pytest.approx(meta["checks"]["fixture_test"][enc], abs=1e-4)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")
+@needs_shared("mnist", "cifar-10-batches-py")
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_bundled_real_subset(name):
-    meta = _bundled(name)
-    if meta is None:
-        pytest.skip(f"{name} not bundled yet")
     from bbans.io.datasets import load_dataset
 
+    meta = C.load_model(name, "refit")[1]
     x = load_dataset(meta["dataset"], "test", SHARED)[:100]
     for enc in ("baseline", "refit"):
         model, _ = C.load_model(name, enc)

@@ -1,3 +1,5 @@
+"""The data sets (bbans.io.datasets): the fixture files, the lookup, and the errors."""
+
 import gzip
 from pathlib import Path
 
@@ -5,11 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from bbans.io import datasets as data
 from bbans.errors import BBANSError, DataNotFoundError
-
-FIX = Path(__file__).parent / "fixtures" / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from bbans.io import datasets as data
+from conftest import FIX, SHARED, needs_shared
 
 
 def test_mnist_fixture_shapes():
@@ -61,6 +61,7 @@ def test_missing_data_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # nothing in ~/.cache/bbans to find instead
     monkeypatch.setenv("BBANS_DATA", str(FIX))
     assert data.load_dataset("cifar10", "test").shape[0] == 6  # found through $BBANS_DATA
     assert data.candidate_roots("x")[0] == Path("x")
@@ -75,14 +76,14 @@ def test_truncated_idx(tmp_path):
 
 
 def test_unknown_names():
-    with pytest.raises(BBANSError):
-        data.load_dataset("svhn", "test")
-    with pytest.raises(BBANSError):
-        data.load_dataset("mnist", "valid")
+    # Refused for the name, before any file is looked for (FIX holds MNIST, so a lookup would succeed).
+    with pytest.raises(BBANSError, match="unknown data set 'svhn'"):
+        data.load_dataset("svhn", "test", FIX)
+    with pytest.raises(BBANSError, match="unknown split 'valid'"):
+        data.load_dataset("mnist", "valid", FIX)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")
+@needs_shared("mnist", "cifar-10-batches-py")
 def test_real_mnist_md5_and_shapes():
     t = data.load_dataset("mnist", "test", SHARED)
     assert t.shape == (10000, 1, 28, 28)

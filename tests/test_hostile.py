@@ -8,16 +8,17 @@ trailing checksum holds and only the reader's own checks stand in the way.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import hostile
-from bbans.errors import MismatchError
 from bbans.archive import format as container
-from bbans.archive import reader
-from bbans.archive import writer
-TREE = Path(__file__).parent / "fixtures" / "tree"
+from bbans.archive import reader, writer
+from bbans.errors import MismatchError
+from conftest import FIXTURES, TREE, one_error_line
+
 SECONDS = 10.0
 
 
@@ -56,20 +57,23 @@ def test_the_base_archive_itself_decodes(bbans_main, tmp_path, base):
 def test_hostile_archive_is_refused_in_one_line_quickly(bbans_main, tmp_path, base, name, mutate):
     code, err, elapsed = _refused(bbans_main, tmp_path, hostile.crafted(base, mutate), "decompress")
     assert code in (3, 4), err
-    assert err.count("\n") == 1 and err.startswith("bbans: error: "), err
-    assert "unexpected" not in err, err  # refused by a check that names the problem
+    assert not one_error_line(err).startswith("unexpected"), err  # refused by a check that names the problem
     assert elapsed < SECONDS, f"{elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("name,mutate", hostile.CASES, ids=[c[0] for c in hostile.CASES])
-def test_info_on_a_hostile_archive_never_shows_a_traceback(bbans_main, tmp_path, base, name, mutate):
+def test_info_on_a_hostile_archive_is_listed_or_refused_in_one_line(bbans_main, tmp_path, base, name, mutate):
     code, err, _ = _refused(bbans_main, tmp_path, hostile.crafted(base, mutate), "info")
-    assert code in (0, 3), err  # payload-level lies only show when decoding
+    # Payload-level lies only show when decoding; main() turns any crash into one line too, so
+    # what is checked is that a check (not its catch-all "unexpected ...") refused the archive.
+    assert code in (0, 3), err
+    if code:
+        assert not one_error_line(err).startswith("unexpected"), err
 
 
 def test_a_header_expanding_to_65_mib_is_refused_before_it_is_decompressed(bbans_main, tmp_path):
     code, err, elapsed = _refused(bbans_main, tmp_path, hostile.lzma_bomb_header(), "decompress")
-    assert code == 3 and "header declares" in err
+    assert code == 3 and "header declares" in one_error_line(err)
     assert elapsed < 2.0
 
 
@@ -93,10 +97,11 @@ def test_mutated_field_is_refused_or_decodes_to_the_same_files(bbans_main, tmp_p
             assert (tmp_path / "out" / src.name).read_bytes() == src.read_bytes(), name
     else:
         assert code in (3, 4), (name, err)
+        one_error_line(err)
         assert not (tmp_path / "out").exists()
 
 
-FORMAT1 = Path(__file__).parent / "fixtures" / "format1" / "made-by-e3c4bb4.bb"
+FORMAT1 = FIXTURES / "format1" / "made-by-e3c4bb4.bb"
 FORMAT1_SOURCES = {"b0.png": TREE / "binary" / "b0.png", "d0.png": TREE / "digits" / "d0.png",
                    "d1.pgm": TREE / "digits" / "d1.pgm", "c0.png": TREE / "colour" / "c0.png",
                    "notes.txt": TREE / "notes.txt"}
@@ -104,9 +109,6 @@ FORMAT1_SOURCES = {"b0.png": TREE / "binary" / "b0.png", "d0.png": TREE / "digit
 
 def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp_path):
     """Made by the last format-1 bbans (commit e3c4bb4) from fixture files, with the bundled models."""
-    import numpy as np
-    from PIL import Image
-
     assert bbans_main("decompress", FORMAT1, "-o", tmp_path / "out")[0] == 0
     for name, src in FORMAT1_SOURCES.items():
         got = tmp_path / "out" / name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,23 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from bbans.io import images
 from bbans.models import registry
-from conftest import flushed_deflate, redeflated
-
-TREE = Path(__file__).parent / "fixtures" / "tree"
-
-
-def _save(img, fmt, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def _grey(h=28, w=28, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8))
-
-
-def _rgb(h=20, w=33, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+from conftest import TREE, flushed_deflate, grey_image, redeflated, rgb_image, save
 
 
 ROUTED = {
@@ -76,9 +59,9 @@ def test_everything_else_is_stored_with_a_reason(name, why):
 
 
 def test_binary_grey_goes_to_the_binary_model_but_grey_does_not():
-    bw = Image.fromarray(np.where(np.asarray(_grey()) > 127, 255, 0).astype(np.uint8))
-    assert images.probe(_save(bw, "PNG")).routes == ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")
-    assert images.probe(_save(_grey(), "PNG")).routes == ("mnist-hier", "mnist")
+    bw = Image.fromarray(np.where(np.asarray(grey_image()) > 127, 255, 0).astype(np.uint8))
+    assert images.probe(save(bw, "PNG")).routes == ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")
+    assert images.probe(save(grey_image(), "PNG")).routes == ("mnist-hier", "mnist")
 
 
 def test_keep_pixels_rewrite_keeps_the_metadata_pillow_reads():
@@ -86,7 +69,7 @@ def test_keep_pixels_rewrite_keeps_the_metadata_pillow_reads():
     info.add_text("Title", "x")
     info.add_itxt("Desc", "héllo ✓", lang="fr", tkey="Beschreibung")
     info.add(b"sRGB", b"\x00")
-    data = _save(_rgb(), "PNG", pnginfo=info, icc_profile=b"not really icc" * 4, dpi=(300, 300),
+    data = save(rgb_image(), "PNG", pnginfo=info, icc_profile=b"not really icc" * 4, dpi=(300, 300),
                  transparency=(1, 2, 3))
     data = redeflated(data, flushed_deflate)  # no byte-exact recipe: the rewrite path decides
     p = images.probe(data, keep="pixels")
@@ -100,10 +83,10 @@ def test_keep_pixels_rewrite_keeps_the_metadata_pillow_reads():
 
 
 def test_metadata_bbans_cannot_rewrite_means_stored_with_keep_pixels():
-    img = _grey()
+    img = grey_image()
     # LZW strips have no byte-exact recipe, so keep="pixels" falls back to a rewrite, which
     # would lose the Software tag.
-    tiff = _save(img, "TIFF", tiffinfo={305: "some software"}, compression="tiff_lzw")
+    tiff = save(img, "TIFF", tiffinfo={305: "some software"}, compression="tiff_lzw")
     assert "would not keep it identical" in images.probe(tiff, keep="pixels").reason
     assert "cannot be rebuilt byte for byte" in images.probe(tiff).reason
     pgm15 = b"P5\n2 2\n15\n" + bytes([0, 5, 10, 15])  # maxval 15: Pillow rescales the samples
@@ -113,8 +96,8 @@ def test_metadata_bbans_cannot_rewrite_means_stored_with_keep_pixels():
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "PPM"])
 @pytest.mark.parametrize("mode", ["1", "L", "RGB"])
 def test_encode_reads_back_identically(fmt, mode):
-    img = _rgb(13, 30).convert(mode)
-    p = images.probe(_save(img, fmt), keep="pixels")
+    img = rgb_image(13, 30).convert(mode)
+    p = images.probe(save(img, fmt), keep="pixels")
     assert p.routes, p.reason
     again = Image.open(io.BytesIO(images.encode(p.pixels, mode, fmt, p.meta)))
     assert again.format == fmt and again.mode == mode and again.size == img.size

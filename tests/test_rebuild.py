@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,38 +14,14 @@ from PIL import Image
 
 from bbans.errors import MismatchError
 from bbans.archive import format as container
-from bbans.archive import extract
 from bbans.archive import reader
 from bbans.archive import writer
 from bbans.io import images
 from bbans.io import rebuild
-from conftest import flushed_deflate, png_chunks, redeflated, save, with_chunks
+from conftest import (TREE, archive_round_trip, flushed_deflate, grey_image, png_chunks, redeflated, rgb_image, save,
+                      with_chunks)
 
-TREE = Path(__file__).parent / "fixtures" / "tree"
 DIGIT = (TREE / "digits" / "d0.png").read_bytes()
-
-
-def _grey(h=28, w=28, seed=0):
-    rng = np.random.default_rng(seed)
-    smooth = np.add.outer(np.arange(h), np.arange(w)) * 4 + rng.integers(0, 30, (h, w))
-    return Image.fromarray((smooth % 256).astype(np.uint8))
-
-
-def _rgb(h=20, w=33, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def _round_trip(tmp_path, files: dict[str, bytes], model="mnist") -> tuple[dict, dict]:
-    """Compress files with the small bundled models, decompress; (restored bytes, entries by name)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name, data in files.items():
-        (src / name).write_bytes(data)
-    data, _ = writer.create([str(src)], writer.Options(model=model))
-    (tmp_path / "a.bb").write_bytes(data)
-    extract.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
-    entries = {e["path"]: e for e in container.unpack(data)[1]["entries"]}
-    return {n: (tmp_path / "out" / n).read_bytes() for n in files}, entries
 
 
 def _rebuilds(data: bytes) -> bool:
@@ -60,28 +35,28 @@ def _rebuilds(data: bytes) -> bool:
 def test_png_chunks_nobody_reads_and_data_after_iend_come_back_byte_identical(tmp_path):
     odd = with_chunks(DIGIT, before_idat=[(b"prVt", b"private"), (b"sBIT", b"\x08"), (b"tIME", bytes(7))],
                       after_idat=[(b"tEXt", b"k\x00v"), (b"zzZz", b"")], trailer=b"PK\x03\x04 a zip after IEND" * 20)
-    back, entries = _round_trip(tmp_path, {"odd.png": odd})
+    back, entries = archive_round_trip(tmp_path, {"odd.png": odd})
     assert back["odd.png"] == odd
     assert entries["odd.png"]["kind"] == "model"
 
 
 def test_pgm_comments_and_trailing_bytes_come_back_byte_identical(tmp_path):
-    px = np.asarray(_grey())
+    px = np.asarray(grey_image())
     pgm = b"P5\n# made by hand\n28   28\n# a second comment\n255\n" + px.tobytes() + b"\ntrailing text\n"
-    back, entries = _round_trip(tmp_path, {"c.pgm": pgm})
+    back, entries = archive_round_trip(tmp_path, {"c.pgm": pgm})
     assert back["c.pgm"] == pgm and entries["c.pgm"]["kind"] == "model"
 
 
 def test_bmp_trailing_bytes_come_back_byte_identical(tmp_path):
-    bmp = save(_grey(), "BMP") + b"\x00\x01 trailer"
-    back, entries = _round_trip(tmp_path, {"t.bmp": bmp})
+    bmp = save(grey_image(), "BMP") + b"\x00\x01 trailer"
+    back, entries = archive_round_trip(tmp_path, {"t.bmp": bmp})
     assert back["t.bmp"] == bmp and entries["t.bmp"]["kind"] == "model"
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "PPM"])
 @pytest.mark.parametrize("mode", ["1", "L", "RGB"])
 def test_every_format_and_mode_a_model_codes_is_rebuilt_byte_for_byte(fmt, mode):
-    img = _rgb(13, 30).convert(mode)
+    img = rgb_image(13, 30).convert(mode)
     data = save(img, fmt)
     p = images.probe(data)
     assert p.recipe is not None, p.reason
@@ -94,14 +69,14 @@ def test_every_format_and_mode_a_model_codes_is_rebuilt_byte_for_byte(fmt, mode)
 @pytest.mark.parametrize("kw", [{}, {"compress_level": 0}, {"compress_level": 1}, {"compress_level": 3},
                                 {"compress_level": 9}, {"optimize": True}])
 def test_pillow_pngs_at_every_setting_are_model_coded_and_rebuilt(kw):
-    for img in (_grey(), _rgb(), _grey().convert("1")):
+    for img in (grey_image(), rgb_image(), grey_image().convert("1")):
         assert _rebuilds(save(img, "PNG", **kw)), kw
 
 
 @pytest.mark.parametrize("level", [1, 6, 9])
 def test_libpng_pngs_are_model_coded_and_rebuilt(level):
     imagecodecs = pytest.importorskip("imagecodecs")
-    for arr in (np.asarray(_grey()), np.asarray(_rgb())):
+    for arr in (np.asarray(grey_image()), np.asarray(rgb_image())):
         assert _rebuilds(imagecodecs.png_encode(arr, level=level)), level
 
 
@@ -113,36 +88,39 @@ def test_any_zlib_strategy_and_memory_level_is_found(strategy, mem):
         c = zlib.compressobj(7, zlib.DEFLATED, 12, mem, strategy)
         return c.compress(raw) + c.flush()
 
-    assert _rebuilds(redeflated(save(_rgb(), "PNG"), deflate, idat_size=100))
+    assert _rebuilds(redeflated(save(rgb_image(), "PNG"), deflate, idat_size=100))
 
 
 def test_a_png_from_a_deflater_no_zlib_setting_reproduces_is_stored_as_it_is(tmp_path):
-    odd = redeflated(save(_grey(), "PNG"), flushed_deflate)
+    odd = redeflated(save(grey_image(), "PNG"), flushed_deflate)
     p = images.probe(odd)
     assert p.routes == () and "no zlib setting reproduces" in p.reason
-    back, entries = _round_trip(tmp_path, {"f.png": odd})
+    back, entries = archive_round_trip(tmp_path, {"f.png": odd})
     assert back["f.png"] == odd and entries["f.png"]["kind"] == "stored"
 
 
 def test_a_bmp_with_nonzero_row_padding_is_stored_as_it_is():
-    bmp = bytearray(save(_grey(5, 5), "BMP"))  # 5-byte rows padded to 8
+    bmp = bytearray(save(grey_image(5, 5), "BMP"))  # 5-byte rows padded to 8
     off = int.from_bytes(bmp[10:14], "little")
     bmp[off + 6] = 0xAA
     p = images.probe(bytes(bmp))
     assert p.routes == () and "rebuilt file differs" in p.reason
 
 
-def test_a_png_with_a_wrong_idat_crc_is_stored_as_it_is():
+def test_a_png_with_a_wrong_idat_crc_is_stored_as_it_is(tmp_path):
     chunks = png_chunks(DIGIT)
     data = bytearray(DIGIT)
     at = DIGIT.index(b"IDAT") + 4 + len(next(b for t, b in chunks if t == b"IDAT"))
     data[at] ^= 0xFF
-    p = images.probe(bytes(data))
-    assert p.recipe is None and p.routes == ()
+    data = bytes(data)
+    p = images.probe(data)
+    assert p.recipe is None and p.routes == () and "the rebuilt file differs" in p.reason
+    back, entries = archive_round_trip(tmp_path, {"crc.png": data})
+    assert back["crc.png"] == data and entries["crc.png"]["kind"] == "stored"
 
 
 def test_keep_pixels_still_model_codes_what_cannot_be_rebuilt(tmp_path):
-    odd = redeflated(save(_grey(), "PNG"), flushed_deflate)
+    odd = redeflated(save(grey_image(), "PNG"), flushed_deflate)
     src = tmp_path / "f.png"
     src.write_bytes(odd)
     data, _ = writer.create([str(src)], writer.Options(model="mnist", keep="pixels"))

@@ -1,30 +1,24 @@
+"""Training and refitting (bbans.training.train) on the fixture images, and `bbans train`."""
+
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bbans.training import train as T
-from bbans.errors import BBANSError
-from bbans.models.paper import MLPVAE
+from bbans.errors import EXIT_ERROR, BBANSError
 from bbans.models.architecture import default_architecture
+from bbans.models.paper import MLPVAE
+from bbans.training import train as T
+from conftest import one_error_line, training_data
 
-FIX = Path(__file__).parent / "fixtures" / "data"
 TINY = {"type": "mlp", "likelihood": "bernoulli", "image_shape": [1, 28, 28], "hidden": 32, "latent": 4, "layers": 2}
-
-
-def _fixture():
-    from bbans.io.datasets import load_dataset
-
-    return (load_dataset("mnist", "train", FIX, verify=False), None, None,
-            load_dataset("binary-mnist", "test", FIX, verify=False))
 
 
 def test_training_steps_lower_the_loss():
     torch.manual_seed(0)
     m = MLPVAE("logistic", hidden=32, latent=4)
-    x = torch.from_numpy(_fixture()[0][:20])
+    x = torch.from_numpy(training_data()[0][:20])
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     with torch.no_grad():
@@ -62,25 +56,25 @@ def test_mixture_batch_extremes():
 def _train(tmp_path, epochs=2, **kw):
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=epochs, batch_size=10, lr=1e-3, architecture=dict(TINY),
                         eval_every=1, **kw)
-    return T.run(cfg, tmp_path / "base", data=_fixture(), progress=False)
+    return T.run(cfg, tmp_path / "base", data=training_data(), progress=False)
 
 
 def test_run_resume_matches_uninterrupted(tmp_path):
     full = _train(tmp_path / "a", epochs=2)
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(TINY), eval_every=1)
-    T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    T.run(cfg, tmp_path / "b" / "base", data=training_data(), progress=False, max_epochs_this_call=1)
     with pytest.raises(BBANSError, match="resume"):
-        T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False)
-    resumed = T.run(cfg, tmp_path / "b" / "base", data=_fixture(), progress=False, resume=True)
+        T.run(cfg, tmp_path / "b" / "base", data=training_data(), progress=False)
+    resumed = T.run(cfg, tmp_path / "b" / "base", data=training_data(), progress=False, resume=True)
     assert resumed["test_bits_per_dim"] == pytest.approx(full["test_bits_per_dim"], abs=1e-6)
     assert full["history"][-1]["test_bpd"] < full["history"][0]["loss_bpd"]
 
 
 def test_resume_takes_the_new_learning_rate_and_records_it(tmp_path):
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(TINY), eval_every=1)
-    T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    T.run(cfg, tmp_path / "base", data=training_data(), progress=False, max_epochs_this_call=1)
     cfg.lr = 2e-4
-    meta = T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, resume=True)
+    meta = T.run(cfg, tmp_path / "base", data=training_data(), progress=False, resume=True)
     assert [e["lr"] for e in meta["history"]] == [1e-3, 2e-4]
     state = json.loads((tmp_path / "base" / "state.json").read_text())
     assert all(g["lr"] == 2e-4 for g in state["param_groups"])
@@ -90,16 +84,16 @@ def test_resume_refuses_another_pixel_grouping(tmp_path):
     arch = {**default_architecture("binary-mnist", width=4, family="hierarchical", pixel_groups=4), "latent_channels": 1}
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, architecture=dict(arch),
                         family="hierarchical", pixel_groups=4, eval_every=1)
-    T.run(cfg, tmp_path / "base", data=_fixture(), progress=False, max_epochs_this_call=1)
+    T.run(cfg, tmp_path / "base", data=training_data(), progress=False, max_epochs_this_call=1)
     other = T.TrainConfig(dataset="binary-mnist", epochs=2, batch_size=10, lr=1e-3, family="hierarchical", eval_every=1)
     with pytest.raises(BBANSError, match="pixel_groups"):
-        T.run(other, tmp_path / "base", data=_fixture(), progress=False, resume=True)
+        T.run(other, tmp_path / "base", data=training_data(), progress=False, resume=True)
 
 
 def test_pixel_groups_outside_the_hierarchy_fail_before_a_run_folder_is_made(tmp_path):
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=1, batch_size=10, family="paper", pixel_groups=4)
     with pytest.raises(BBANSError, match="hierarchical"):
-        T.run(cfg, tmp_path / "run", data=_fixture(), progress=False)
+        T.run(cfg, tmp_path / "run", data=training_data(), progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -114,7 +108,7 @@ def base_run(tmp_path_factory):
 def test_refit_keeps_decoder(tmp_path, base_run, alpha, sigma, agg):
     cfg = T.TrainConfig(dataset="binary-mnist", epochs=1, batch_size=10, mode="refit", base=str(base_run / "base"),
                         alpha=alpha, denoise_sigma=sigma, aggregate=agg, eval_every=1)
-    meta = T.run(cfg, tmp_path / "refit", data=_fixture(), progress=False)
+    meta = T.run(cfg, tmp_path / "refit", data=training_data(), progress=False)
     from bbans.models.checkpoints import load_tensors
 
     a = load_tensors(base_run / "base" / "model.decoder.safetensors")
@@ -141,17 +135,14 @@ def test_refit_alpha1_never_reads_real_images(tmp_path):
     torch.testing.assert_close(l0, m.neg_elbo(real_a, torch.Generator().manual_seed(0)).mean())
 
 
-def test_cli_missing_data_is_one_line(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from bbans.cli import cli
-
+def test_cli_missing_data_is_one_line(bbans_main, tmp_path, monkeypatch):
     monkeypatch.setenv("BBANS_DATA", str(tmp_path / "nothing"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    r = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--epochs", "1", "--out", str(tmp_path / "o")])
-    from bbans.errors import DataNotFoundError
-
-    assert isinstance(r.exception, DataNotFoundError)
+    code, _, err = bbans_main("train", "--dataset", "mnist", "--epochs", 1, "--out", tmp_path / "o")
+    assert code == EXIT_ERROR
+    message = one_error_line(err)
+    assert "not found" in message and str(tmp_path / "nothing") in message
+    assert not (tmp_path / "o").exists()
 
 
 def test_step_guard_drops_loss_spikes_and_clips_at_a_multiple_of_the_median_norm():
