@@ -7,13 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import engine_round_trip as roundtrip
 from torch import nn
 
 from bbans.coding import engine
-from bbans.models import likelihoods
+from bbans.coding.distributions import (bernoulli_logp, discretized_logistic_logp, gaussian_kl_std_normal,
+                                        rgb_dependent_means)
 from bbans.coding.engine import EngineConfig, batch_partition
-from bbans.coding.distributions import bernoulli_logp, discretized_logistic_logp, gaussian_kl_std_normal, rgb_dependent_means
-from bbans.errors import BBANSError, MismatchError
+from bbans.errors import MismatchError
+from bbans.models import likelihoods
 from bbans.models.base import VAE
 
 
@@ -78,13 +80,6 @@ def random_images(likelihood, n, shape, seed=0):
 
 
 SHAPES = {"bernoulli": (1, 6, 5), "logistic": (1, 6, 5), "logistic_rgb": (3, 4, 4)}
-
-
-def roundtrip(model, images, mask=None, **cfg):
-    config = EngineConfig(**cfg)
-    payload, stats = engine.compress(model, images, mask=mask, config=config)
-    out = engine.decompress(model, payload, len(images), images.shape[1:], mask=mask, config=stats["config"])
-    return payload, stats, out
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "logistic", "logistic_rgb"])

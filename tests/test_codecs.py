@@ -3,13 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from conftest import codec_round_trip as roundtrip
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bbans.coding import codecs as C
-from bbans.coding import distributions as D
+from bbans.coding import codecs as C, compose, distributions as D
 from bbans.coding.ans import Message
-from bbans.coding import compose
 from bbans.errors import ANSError, BBANSError
 from bbans.models.likelihoods import LogisticRGB
 
@@ -20,17 +18,6 @@ def rgb_pixels(mean, log_scale, coeffs, prec, mask=None):
 
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LANES = st.sampled_from([1, 2, 7, 64, 128, 333])
-
-
-def roundtrip(codec, x, lanes, seed=0):
-    """Push then pop x; the message must come back to its fresh state. Returns (bits, popped)."""
-    msg = Message(lanes, seed=seed)
-    codec.push(msg, x)
-    bits = msg.bits()
-    back = Message.from_bytes(msg.to_bytes(), seed=seed)
-    y = codec.pop(back)
-    assert back == Message(lanes, seed=seed)
-    return bits, y
 
 
 def information_bits(qcdf, x):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bbans.coding import codecs as C
-from bbans.coding import compose
+from bbans.coding import codecs as C, compose
 from bbans.coding.ans import Message
 from bbans.coding.bitsback import bit_swap, bits_back
 from bbans.coding.compose import Codec, pops, pushes, sequence

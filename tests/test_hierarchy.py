@@ -7,18 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import engine_round_trip
 
-from bbans.coding import engine
-from bbans.training import calibration
-from bbans.models import likelihoods
-from bbans.coding import codecs
+from bbans.coding import codecs, engine
 from bbans.coding.ans import Message
+from bbans.coding.distributions import (discretized_logistic_cdf, discretized_logistic_logp,
+                                        discretized_logistic_mix_logp)
 from bbans.coding.engine import EngineConfig
-from bbans.errors import BBANSError
-from bbans.coding.distributions import discretized_logistic_cdf, discretized_logistic_mix_logp, discretized_logistic_logp
-from bbans.models.hierarchy import HierarchicalVAE, merge_groups, split_groups
 from bbans.coding.inference import posterior
+from bbans.errors import BBANSError
+from bbans.models import likelihoods
 from bbans.models.architecture import build_model, default_architecture
+from bbans.models.hierarchy import HierarchicalVAE, merge_groups, split_groups
+from bbans.training import calibration
 
 SHAPE = (1, 8, 8)
 
@@ -49,10 +50,7 @@ def images(likelihood, n, seed=0):
 
 
 def roundtrip(model, x, mask=None, **cfg):
-    config = EngineConfig(**{"lanes": 16, "batch_size": 4, "threads": 1, **cfg})
-    payload, stats = engine.compress(model, x, mask, config)
-    back = engine.decompress(model, payload, len(x), x.shape[1:], mask, stats["config"])
-    return payload, stats, back
+    return engine_round_trip(model, x, mask, **{"lanes": 16, "batch_size": 4, "threads": 1, **cfg})
 
 
 def test_latent_shapes_follow_the_image_size():

@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-PACKAGE = Path(__file__).resolve().parents[1] / "bbans"
+PACKAGE = REPO / "bbans"
 
 # What each part may import, besides itself and bbans.errors (the package root holds only the
 # version). io reads the model registry, which is pure data, to route images.
