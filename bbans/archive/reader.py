@@ -9,13 +9,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from bbans.archive.format import CHECKSUM_HEX, Progress, Reader, checksum, noop_progress, unstore_chunks
-from bbans.coding import engine
 from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
 from bbans.io import images, rebuild
-from bbans.models import checkpoints, registry
+from bbans.models import registry
 
 # ---- describing ------------------------------------------------------------------------------
 
@@ -101,6 +99,13 @@ class Decoded:
 def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[int, np.ndarray]:
     if not r.groups:
         return {}
+    # torch and the models load only here, for an archive whose checks all passed and that has
+    # model groups: listing an archive, or refusing a damaged one, takes a fraction of a second.
+    import torch
+
+    from bbans.coding import engine
+    from bbans.models import checkpoints
+
     models = checkpoints.Loaded()
     out = {}
     for gi, g in enumerate(r.groups):
@@ -149,6 +154,8 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
 
 def _fingerprint_diff(group: dict, config) -> str:
     """What differs between the machine that coded a group and this one, for error messages."""
+    from bbans.coding import engine
+
     then = group.get("fingerprint") or {}
     now = engine.fingerprint(config)
     diff = [f"{k} {then.get(k)} there, {now.get(k)} here" for k in sorted(set(then) | set(now))
