@@ -236,6 +236,10 @@ def fake_models(monkeypatch):
 
     monkeypatch.setattr(checkpoints, "list_models", list_models)
     monkeypatch.setattr(checkpoints, "load_model", load_model)
+    # Untrained stand-ins always cost more than storing; routing tests need them to code anyway.
+    from bbans.archive import writer
+
+    monkeypatch.setattr(writer, "CHOOSE_BY_COST", False)
     return state
 
 

@@ -18,7 +18,7 @@ from bbans.archive import reader, writer
 from bbans.errors import BBANSError, MismatchError
 from bbans.io import rebuild
 from bbans.models import checkpoints, registry
-from conftest import TREE, edit_header, one_error_line, run_bbans_process
+from conftest import REPO, TREE, edit_header, one_error_line, run_bbans_process
 
 
 # ---- the input tree --------------------------------------------------------------------------
@@ -159,14 +159,39 @@ def test_real_bundled_models_round_trip(bbans_main, tmp_path):
     src.mkdir()
     shutil.copy(TREE / "digits" / "d0.png", src)
     shutil.copy(TREE / "binary" / "b0.png", src)
-    for K in (0, 2):
-        bb = tmp_path / f"k{K}.bb"
-        code, out, err = bbans_main("compress", src, "-o", bb, "--K", K, "--batch-size", 2, "--device", "cpu", "--verify")
-        assert code == 0, err
-        assert "could not be loaded" not in err, err
-        assert _kinds(bb) == {"d0.png": "mnist-hier", "b0.png": "binary-mnist-hier"}
-        assert bbans_main("decompress", bb, "-o", tmp_path / f"k{K}")[0] == 0
-        assert_restored(src, tmp_path / f"k{K}")
+    for model, coded in (("mnist-hier", {"d0.png", "b0.png"}), ("binary-mnist-hier", {"b0.png"})):
+        for K in (0, 2):
+            bb = tmp_path / f"{model}-k{K}.bb"
+            code, out, err = bbans_main("compress", src, "-o", bb, "--model", model, "--K", K, "--batch-size", 2,
+                                        "--device", "cpu", "--verify")
+            assert code == 0, err
+            assert "could not be loaded" not in err, err
+            assert {p for p, how in _kinds(bb).items() if how == model} == coded
+            assert bbans_main("decompress", bb, "-o", tmp_path / bb.stem)[0] == 0
+            assert_restored(src, tmp_path / bb.stem)
+
+
+def test_auto_codes_an_image_with_a_model_only_where_that_is_cheaper_than_storing_it(bbans_main, tmp_path):
+    # One digit alone: the group's fixed costs (lanes, initial bits) outweigh what the model saves.
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(TREE / "digits" / "d0.png", one)
+    assert bbans_main("compress", one, "-o", tmp_path / "one.bb", "-q")[0] == 0
+    rep = json.loads(bbans_main("info", tmp_path / "one.bb", "--json")[1])
+    (entry,) = [e for e in rep["entries"] if e["kind"] != "dir"]
+    assert entry["kind"] == "stored" and "LZMA2 stores them" in entry["why"]
+    assert entry["coded_bytes"] <= entry["size"]
+    # Forty real digits: the model wins, and every image it codes is cheaper than its stored bytes.
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(5):
+        for digit in (REPO / "examples" / "digits").iterdir():
+            shutil.copy(digit, many / f"{i}-{digit.name}")
+    assert bbans_main("compress", many, "-o", tmp_path / "many.bb", "-q")[0] == 0
+    rep = json.loads(bbans_main("info", tmp_path / "many.bb", "--json")[1])
+    coded = [e for e in rep["entries"] if e["kind"] == "model"]
+    assert len(coded) >= 30 and all(e["coded_bytes"] < e["size"] for e in coded)
+    assert rep["archive_bytes"] < sum(e["size"] for e in rep["entries"] if "size" in e)
 
 
 def test_a_model_that_fails_to_load_falls_back(bbans_main, tree, tmp_path, fake_models, monkeypatch):

@@ -164,6 +164,14 @@ class Options:
     keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
 
 
+# What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
+# estimate (measured on 1,000 digit PNGs, benchmarks/RESULTS.md "Every byte back").
+ENTRY_MODEL_BYTES = 8
+# --model auto codes an image with a model only where that costs less than storing it. Tests of
+# routing with untrained stand-in models (which always lose) switch the comparison off.
+CHOOSE_BY_COST = True
+
+
 def auto_lanes(coded_dims: int) -> int:
     """Each lane ends as an 8-byte head in the payload, but the engine walks the values in
     steps of `lanes`: as few lanes as keep that walk under ~512 steps, between 8 and 128."""
@@ -209,6 +217,13 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
         full_hashes[item.path] = hashlib.sha256(datas[item.path]).hexdigest()
         probes[item.path] = images.probe(datas[item.path], opts.keep)
     progress("reading", len(files), len(files))
+    stored_blobs: dict[str, tuple[bytes, dict]] = {}
+
+    def stored_blob(path: str) -> tuple[bytes, dict]:
+        """The file as a stored entry would hold it; what every other coder must beat."""
+        if path not in stored_blobs:
+            stored_blobs[path] = store(datas[path])
+        return stored_blobs[path]
 
     device = opts.device
     models = checkpoints.Loaded()
@@ -253,6 +268,23 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
         if chosen[path] not in group_order:
             group_order.append(chosen[path])
 
+    def choose_by_cost(name: str, model, members: list[str], tiled: dict) -> list[str]:
+        progress(f"estimating {name}", 0, 1)
+        est = engine.estimate_bits(model, np.concatenate([tiled[p][0] for p in members]),
+                                   engine.EngineConfig(seed=opts.seed, device=device))
+        progress(f"estimating {name}", 1, 1)
+        start, kept = 0, []
+        for path in members:
+            n_tiles = len(tiled[path][0])
+            model_bytes = max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
+            start += n_tiles
+            stored_bytes = len(stored_blob(path)[0])
+            if model_bytes < stored_bytes:
+                kept.append(path)
+            else:
+                probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, LZMA2 {stored_bytes} B"
+        return kept
+
     groups: list[dict] = []
     blobs = Blobs()
     tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
@@ -261,18 +293,22 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
         versions = {"bbans": __version__, "numpy": np.__version__, "torch": torch.__version__}
         for name in group_order:
             c, th, tw = registry.spec(name).tile
+            model, meta = models.get(name, opts.encoder, device)
             members = [p for p in sorted(chosen) if chosen[p] == name]
-            tiles_l, masks_l, counts = [], [], []
+            tiled = {}
             for path in members:
                 pr = probes[path]
-                t, m = images.tile(images.to_model(pr.pixels, pr.mode, name), (th, tw))
-                tiles_l.append(t)
-                masks_l.append(m)
-                counts.append(len(t))
-            tiles = np.concatenate(tiles_l)
-            mask = np.concatenate(masks_l)
+                tiled[path] = images.tile(images.to_model(pr.pixels, pr.mode, name), (th, tw))
+            # Under --model auto, a model codes only what it codes in fewer bytes than storing the
+            # file does: its -ELBO (amortized, K = 0) estimates the cost before any coding, and a
+            # trial of the group settles it. A model named on the command line codes what it serves.
+            members = choose_by_cost(name, model, members, tiled) if opts.model == "auto" and CHOOSE_BY_COST else members
+            if not members:
+                continue
+            counts = [len(tiled[p][0]) for p in members]
+            tiles = np.concatenate([tiled[p][0] for p in members])
+            mask = np.concatenate([tiled[p][1] for p in members])
             masked = not bool(mask.all())
-            model, meta = models.get(name, opts.encoder, device)
             lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
             config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
                                            batch_size=opts.batch_size, device=device)
@@ -289,6 +325,14 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
                 for path in members:
                     probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
                     probes[path].routes = ()
+                continue
+            stored_total = sum(len(stored_blob(p)[0]) for p in members)
+            if opts.model == "auto" and CHOOSE_BY_COST and len(payload) + ENTRY_MODEL_BYTES * len(members) >= stored_total:
+                # The trial settles it: the group's fixed costs (lanes, initial bits) outweigh
+                # what the model saves on these few images.
+                for path in members:
+                    probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
+                                           f"LZMA2 stores them in {stored_total} B")
                 continue
             gi = len(groups)
             per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
@@ -355,7 +399,7 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
         else:
             progress("storing", stored_n, n_stored_total)
             stored_n += 1
-            blob, spec = store(data)
+            blob, spec = stored_blobs.pop(item.path, None) or store(data)
             e["kind"] = "stored"
             e["sha256"] = checksum(data)
             e["data"] = {**blobs.add(blob), **spec}
@@ -369,7 +413,7 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     header = {
         "format": FORMAT_VERSION,
         "created_by": {"bbans": __version__},
-        "device": device if group_order else None,
+        "device": device if groups else None,
         "groups": groups,
         "entries": entries,
     }

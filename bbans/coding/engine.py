@@ -435,3 +435,39 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
             "settings, another model, or arithmetic this machine does not reproduce"
         )
     return out
+
+
+@torch.no_grad()
+def estimate_bits(model, images: np.ndarray, config: EngineConfig = EngineConfig(), seed: int = 0,
+                  batch_size: int = 250) -> np.ndarray:
+    """Per image, what coding it would cost, without running the coder: the -ELBO in bits with
+    every layer's latents on its buckets, as `compress` reports it in "discrete_neg_elbo_bits",
+    except that each bucket is drawn from the posterior (amortized, or after config.K steps)
+    with seeded noise instead of being popped from a message (its mass is the same Gaussian's),
+    and the fixed costs of a message (initial bits, final heads) are left out. Like `compress`,
+    it leaves the model in eval mode, frozen, on config's device."""
+    images, _ = prepare(images, None)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with deterministic(config):
+        s = Session(model, config)
+        for lo in range(0, len(images), batch_size):
+            x = torch.as_tensor(images[lo : lo + batch_size], device=s.device)
+            # The coder's order up the chain, each layer's bucket drawn instead of popped.
+            layers, below, params = [], x, None
+            for layer in range(s.layers):
+                mu, std = s.posterior(layer, below, 0)
+                noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
+                edges = s.edges[layer]
+                t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
+                idx = t.clamp(0, edges.numel() - 2).cpu().numpy()
+                z = s.latents(layer, idx, mu.shape)
+                if layer == 0:
+                    params = s.decode(z)
+                else:
+                    layers[-1] = layers[-1][:3] + tuple(s.conditional_prior(layer - 1, z))
+                layers.append((idx, mu, std, None, None))
+                below = z
+            out.append(s.batch_stats(x, layers, params)["discrete_neg_elbo_bits"])
+    return np.concatenate(out) if out else np.zeros(0)
+

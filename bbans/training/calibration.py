@@ -16,39 +16,12 @@ from bbans.coding import engine
 @torch.no_grad()
 def bucketed_neg_elbo_bits(model, images: np.ndarray, config: engine.EngineConfig = engine.EngineConfig(), seed: int = 0,
                            batch_size: int = 250) -> float:
-    """What the codec's latent discretisation costs on these images, without running the coder.
-
-    Total -ELBO in bits with every layer's latents on its buckets, as `compress` reports it in
-    "discrete_neg_elbo_bits", except that each bucket is drawn from the posterior (amortized, or
-    after config.K steps) with seeded noise instead of being popped from a message (its mass is
-    the same Gaussian's), and the fixed costs of a message (initial bits, final heads) are left
-    out. The same seed draws the same noise, so two settings are compared on equal terms. Like
-    `compress`, it leaves the model in eval mode, frozen, on config's device.
-    """
-    images, _ = engine.prepare(images, None)
-    g = torch.Generator().manual_seed(seed)
-    total = 0.0
-    with engine.deterministic(config):
-        s = engine.Session(model, config)
-        for lo in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[lo : lo + batch_size], device=s.device)
-            # The coder's order up the chain, each layer's bucket drawn instead of popped.
-            layers, below, params = [], x, None
-            for layer in range(s.layers):
-                mu, std = s.posterior(layer, below, 0)
-                noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
-                edges = s.edges[layer]
-                t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
-                idx = t.clamp(0, edges.numel() - 2).cpu().numpy()
-                z = s.latents(layer, idx, mu.shape)
-                if layer == 0:
-                    params = s.decode(z)
-                else:
-                    layers[-1] = layers[-1][:3] + tuple(s.conditional_prior(layer - 1, z))
-                layers.append((idx, mu, std, None, None))
-                below = z
-            total += float(s.batch_stats(x, layers, params)["discrete_neg_elbo_bits"].sum())
-    return total
+    """What the codec's latent discretisation costs on these images, in total: the sum of
+    `engine.estimate_bits`. The same seed draws the same noise, so two settings are compared on
+    equal terms."""
+    per_image = engine.estimate_bits(model, images, config, seed, batch_size)
+    # Summed batch by batch, as the search has always compared them.
+    return sum(float(per_image[lo:lo + batch_size].sum()) for lo in range(0, len(per_image), batch_size))
 
 
 # A layer's bucket scale is searched on a grid of multiples of its RMS, SCALE_STEP apart, going
