@@ -1,9 +1,17 @@
 """`bbans bench`: coded size and speed of the BB-ANS methods beside generic lossless codecs.
 
 Everything here takes arrays and models, not file names, so tests can feed it fixtures; the
-click command in `cli_bench.py` only loads the data set and models and hands them over.
+click command in `bbans/cli/bench.py` only loads the data set and models and hands them
+over.
 
-Methods (rows of the first table), all coded by the real engine and decoded back:
+Models: by default the one `bbans compress --model auto` picks for the data set's images (the
+first registered, bundled model taking their alphabet: binary-mnist-hier, mnist-hier,
+cifar10-hier), and beside it the single-latent (paper) model of the same data set, as an
+ablation. Every row names its model; the default model's rows say so ("default": true), and the
+summary names the row `bbans compress` gives with no options (the default model's refit encoder,
+K = 0): the product's figure.
+
+Methods (rows of the first table), for each model, all coded by the real engine and decoded back:
   baseline         amortized encoder trained with the decoder (K = 0)
   refit            amortized encoder refitted by reverse half-asleep (K = 0)
   baseline+K<k>    k Adam steps of optimal inference started from the baseline encoder
@@ -24,32 +32,41 @@ which.
 
 JSON written by --json (REPORT_KEYS at the top level; one METHOD_KEYS dict per entry of
 "methods", one GENERIC_KEYS dict per entry of "generic"):
-  schema            "bbans-bench/1"
+  schema            "bbans-bench/2" (2: several models per report, the default one marked;
+                    1: one model, rows without "model")
   dataset, split    e.g. "mnist", "test"
-  n_images          images benchmarked; image_shape [C, H, W]; dims = n_images*C*H*W
+  n_images          images benchmarked; n_available: images in the split (before --limit);
+                    image_shape [C, H, W]; dims = n_images*C*H*W
   date              ISO 8601 local time with offset, when the run started
   argv              the exact command line (empty when called as a library)
-  settings          K list, limit, device, resolved_device, batch_size, lanes, threads,
+  settings          models, K list, limit, device, resolved_device, batch_size, lanes, threads,
                     generic, data_dir (the command's options)
-  engine_config     EngineConfig.to_dict() of the K = 0 baseline run
+  engine_config     EngineConfig.to_dict() of the first model's K = 0 run
   machine           platform, processor, cpu_count, python, torch, torch_threads, numpy,
                     imagecodecs, pillow, gpu
   device            "cpu" or "cuda": where the engine's arithmetic ran
   torch             torch version
-  models            per encoder: name, hash, test_bits_per_dim (from the checkpoint metadata)
-  methods           per method: method, encoder, K, lr (K-step Adam rate), payload_bytes, bits_per_dim,
+  default_model     the model `bbans compress --model auto` picks for these images
+  models            by name, in table order: name, family, default (it is default_model),
+                    encoders {encoder: {hash, test_bits_per_dim}} (from the checkpoint metadata)
+  methods           per model and method: model, default (a row of default_model), method,
+                    encoder, K, lr (K-step Adam rate), payload_bytes, bits_per_dim,
                     neg_elbo_bits_per_dim, discrete_neg_elbo_bits_per_dim, overhead_pct,
                     initial_bits, first_image_neg_elbo_bits (the engine's -ELBO of image 0,
                     which is coded before any bits come back), compress_s_per_image, decompress_s_per_image (wall clock,
                     time.perf_counter), compress_cpu_s_per_image, decompress_cpu_s_per_image
                     (process CPU time, all threads: steadier on a shared machine),
                     images_per_s, decompress_images_per_s (wall clock), time_rel_baseline,
-                    decompress_time_rel_baseline (wall clock over the K = 0 baseline's), exact
-  skipped_methods   [{method, reason}] for methods that could not run (e.g. no refit encoder)
+                    decompress_time_rel_baseline (wall clock over the same model's K = 0
+                    baseline's), exact
+  skipped_methods   [{model, method, reason}] for methods that could not run (e.g. no refit encoder)
   generic           per codec and layout: codec, layout, input, settings, bytes,
                     bits_per_dim, compress_s_per_image, decompress_s_per_image, exact,
                     gap_vs_best_ours_bpd, skipped (null, or why the codec did not run)
-  summary           best_method, best_bits_per_dim, best_generic, best_generic_bits_per_dim,
+  summary           default_model, default_method, default_bits_per_dim (the row `bbans
+                    compress` gives with no options: default_model's refit encoder at K = 0;
+                    null when it did not run), best_model, best_method, best_bits_per_dim,
+                    best_generic, best_generic_bits_per_dim,
                     generic_ahead [{codec, layout, bits_per_dim, gap_bpd}], all_exact
   all_exact         True when every round trip (ours and generic) gave back the images
 """
@@ -71,17 +88,16 @@ from typing import Callable
 
 import numpy as np
 
-from bbans.coding import engine
 from bbans.errors import EXIT_MISMATCH, BBANSError
 
-SCHEMA = "bbans-bench/1"
+SCHEMA = "bbans-bench/2"
 REPORT_KEYS = (
-    "schema", "dataset", "split", "n_images", "image_shape", "dims", "date", "argv", "settings",
-    "engine_config", "machine", "device", "torch", "models", "methods", "skipped_methods",
+    "schema", "dataset", "split", "n_images", "n_available", "image_shape", "dims", "date", "argv", "settings",
+    "engine_config", "machine", "device", "torch", "default_model", "models", "methods", "skipped_methods",
     "generic", "summary", "all_exact",
 )
 METHOD_KEYS = (
-    "method", "encoder", "K", "lr", "payload_bytes", "bits_per_dim", "neg_elbo_bits_per_dim",
+    "model", "default", "method", "encoder", "K", "lr", "payload_bytes", "bits_per_dim", "neg_elbo_bits_per_dim",
     "discrete_neg_elbo_bits_per_dim", "overhead_pct", "initial_bits", "first_image_neg_elbo_bits",
     "compress_s_per_image",
     "decompress_s_per_image", "compress_cpu_s_per_image", "decompress_cpu_s_per_image", "images_per_s",
@@ -92,14 +108,22 @@ GENERIC_KEYS = (
     "decompress_s_per_image", "exact", "gap_vs_best_ours_bpd", "skipped",
 )
 SUMMARY_KEYS = (
-    "best_method", "best_bits_per_dim", "best_generic", "best_generic_bits_per_dim", "generic_ahead",
+    "default_model", "default_method", "default_bits_per_dim", "best_model", "best_method", "best_bits_per_dim", "best_generic", "best_generic_bits_per_dim", "generic_ahead",
     "all_exact",
 )
 
 # JPEG-XL's top effort is slow (about 40 s for the 10,000 MNIST test images as one canvas on
 # one core) but is still minutes, not hours, and it is the strongest generic codec here.
 JXL_EFFORT = 10
-DEFAULT_K = (0, 1, 2, 5, 10)
+# Images of the untimed K = 0 engine run before each encoder's rows (8 before K-step rows).
+WARM_UP_IMAGES = 32
+# The default run (default models, these K, generic codecs) takes a few minutes on a 2-core CPU
+# with DEFAULT_LIMIT images (benchmarks/RESULTS.md, "bbans bench defaults (issue 20)").
+DEFAULT_K = (0, 2)
+DEFAULT_LIMIT = {"binary-mnist": 1000, "mnist": 500, "cifar10": 100}
+
+# The pixel alphabet of each data set's images, as `bbans compress` would see them in files.
+_DATASET_MODE = {"binary-mnist": ("1", True), "mnist": ("L", False), "cifar10": ("RGB", False)}
 
 # A progress sink: (label, done, total). Called with done == 0 when a stage starts.
 Progress = Callable[[str, int, int], None]
@@ -113,6 +137,50 @@ class RoundTripError(BBANSError):
 
 def _noop(label: str, done: int, total: int) -> None:
     pass
+
+
+# ---- which models ----------------------------------------------------------------------------
+
+def auto_model(dataset: str, bundled) -> str:
+    """The model `bbans compress --model auto` picks for this data set's images: the first
+    registered model taking their alphabet that is bundled."""
+    from bbans.models import registry
+
+    if dataset not in _DATASET_MODE:
+        raise BBANSError(f"unknown data set {dataset!r}; choose one of {', '.join(_DATASET_MODE)}")
+    have = set(bundled)
+    for name in registry.routes_for(*_DATASET_MODE[dataset]):
+        if name in have:
+            return name
+    raise BBANSError(f"no bundled model codes {dataset} images (see `bbans models`)")
+
+
+def default_models(dataset: str, bundled) -> list[str]:
+    """The models benched by default: `auto_model`, then the single-latent (paper) model of the
+    same data set beside it (unless the auto choice is that model already, or it is not bundled)."""
+    from bbans.models import registry
+
+    first = auto_model(dataset, bundled)
+    have = set(bundled)
+    paper = [m.name for m in registry.MODELS
+             if m.family == "paper" and m.dataset == dataset and m.name in have and m.name != first]
+    return [first] + paper[:1]
+
+
+def parse_model_list(values) -> tuple[str, ...]:
+    """('a,b', 'c') -> ('a', 'b', 'c'): --model repeated or comma-separated; unique, in order."""
+    from bbans.models import registry
+
+    out: list[str] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            registry.spec(part)  # an unknown name is refused, naming the known ones
+            if part not in out:
+                out.append(part)
+    return tuple(out)
 
 
 def parse_k_list(text: str) -> tuple[int, ...]:
@@ -158,18 +226,24 @@ def _bpd(bits: float, dims: int) -> float:
 
 def engine_config(model, k: int, engine_kwargs: dict):
     """EngineConfig for one method; the K-step learning rate is the engine's per-model default."""
+    from bbans.coding import engine
+
     kw = dict(engine_kwargs)
     if "lr" not in kw:
         kw["lr"] = engine.default_lr(model)
     return engine.EngineConfig(K=k, **kw)
 
 
-def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop) -> dict:
+def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop,
+               model_name: str | None = None, default: bool = False) -> dict:
     """Compress with the real engine, decompress, compare; sizes from the real payload."""
+    from bbans.coding import engine
+
     config = engine_config(model, spec.K, engine_kwargs)
     n = len(images)
     dims = int(images.size)
-    label_c, label_d = f"{spec.name} compress", f"{spec.name} decompress"
+    stage = f"{model_name} {spec.name}" if model_name else spec.name
+    label_c, label_d = f"{stage} compress", f"{stage} decompress"
     progress(label_c, 0, n)
     c0, t0 = time.process_time(), time.perf_counter()
     payload, stats = engine.compress(model, images, config=config, progress=lambda d, t: progress(label_c, d, t))
@@ -186,6 +260,8 @@ def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict,
     bpd = _bpd(bits, dims)
     c_s, d_s = (t1 - t0) / max(n, 1), (t3 - t2) / max(n, 1)
     return {
+        "model": model_name,
+        "default": bool(default),
         "method": spec.name,
         "encoder": spec.encoder,
         "K": spec.K,
@@ -218,30 +294,34 @@ def _first(values):
 
 
 def _warm_up(model, images: np.ndarray, engine_kwargs: dict, k: int) -> None:
-    # The first engine calls pay for lazy torch set-up and for each new batch shape (the batch
-    # partition ramps 1, 2, 4, ... up to batch_size); keep that out of the timed rows.
+    # The first engine calls pay for lazy torch set-up; keep that out of the timed rows. A few
+    # images are enough (the batch sizes the compressor picks depend on the message anyway).
+    from bbans.coding import engine
+
     config = engine_config(model, k, engine_kwargs)
-    few = images[: min(len(images), 2 * config.batch_size if k == 0 else 8)]
+    few = images[: min(len(images), WARM_UP_IMAGES if k == 0 else 8)]
     payload, stats = engine.compress(model, few, config=config)
     engine.decompress(model, payload, len(few), tuple(few.shape[1:]), config=stats["config"])
 
 
 def run_methods(images: np.ndarray, models: dict, ks, engine_kwargs: dict, progress: Progress = _noop,
-                skipped: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """Run every method whose encoder is in `models`; returns (rows, skipped rows)."""
+                skipped: dict | None = None, model_name: str | None = None,
+                default: bool = False) -> tuple[list[dict], list[dict]]:
+    """Run every method of one model whose encoder is in `models` ({encoder: VAE}); returns
+    (rows, skipped rows). time_rel_baseline divides by this model's K = 0 baseline row."""
     rows, skipped_rows = [], []
     warmed = set()
     for spec in method_specs(ks):
         model = models.get(spec.encoder)
         if model is None:
             why = (skipped or {}).get(spec.encoder, f"no {spec.encoder} encoder")
-            skipped_rows.append({"method": spec.name, "reason": why})
+            skipped_rows.append({"model": model_name, "method": spec.name, "reason": why})
             continue
         key = (spec.encoder, spec.K > 0)
         if key not in warmed:
             _warm_up(model, images, engine_kwargs, min(spec.K, 1))
             warmed.add(key)
-        rows.append(run_method(model, images, spec, engine_kwargs, progress))
+        rows.append(run_method(model, images, spec, engine_kwargs, progress, model_name, default))
     base = next((r for r in rows if r["method"] == "baseline"), None)
     if base is not None:
         for r in rows:
@@ -531,10 +611,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def summarize(methods: list[dict], generic: list[dict]) -> dict:
+def _row_name(r: dict) -> str:
+    return f"{r['model']} {r['method']}" if r.get("model") else r["method"]
+
+
+def summarize(methods: list[dict], generic: list[dict], default_model: str | None = None) -> dict:
     ran = [g for g in generic if g["bits_per_dim"] is not None]
     best = min(methods, key=lambda r: r["bits_per_dim"]) if methods else None
     best_g = min(ran, key=lambda g: g["bits_per_dim"]) if ran else None
+    # What `bbans compress` does with no options: the default model, refit encoder, K = 0.
+    product = next((r for r in methods if r.get("model") == default_model and r["method"] == "refit"), None)
     ahead = []
     if best is not None:
         for g in ran:
@@ -544,6 +630,10 @@ def summarize(methods: list[dict], generic: list[dict]) -> dict:
                               "gap_bpd": best["bits_per_dim"] - g["bits_per_dim"]})
     all_exact = all(r["exact"] for r in methods) and all(g["exact"] for g in ran)
     return {
+        "default_model": default_model,
+        "default_method": product["method"] if product else None,
+        "default_bits_per_dim": product["bits_per_dim"] if product else None,
+        "best_model": best.get("model") if best else None,
         "best_method": best["method"] if best else None,
         "best_bits_per_dim": best["bits_per_dim"] if best else None,
         "best_generic": f"{best_g['codec']} {best_g['layout']}" if best_g else None,
@@ -553,45 +643,107 @@ def summarize(methods: list[dict], generic: list[dict]) -> dict:
     }
 
 
+OVERALL = "all stages"
+
+
+class _Overall:
+    """Passes each stage's progress on, and reports OVERALL: stages done (fractions of the
+    running ones included) out of all the run's stages, so a display can show the time left."""
+
+    def __init__(self, progress: Progress, stages: int):
+        self.progress, self.stages, self.done = progress, max(int(stages), 1), {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        self.progress(label, done, total)
+        self.done[label] = min(done / total, 1.0) if total > 0 else 0.0
+        self.progress(OVERALL, sum(self.done.values()), self.stages)
+
+
+def _generic_stages(shape, binary: bool, layouts=("per-image", "canvas", "raw-bytes")) -> int:
+    """How many progress stages `run_generic` reports for images of this (N, C, H, W) shape."""
+    n, c, h, w = shape
+    rows, cols = grid_shape(n)
+    count = 0
+    for codec in image_codecs(c, binary):
+        if codec.skipped:
+            continue
+        count += ("per-image" in layouts) + ("canvas" in layouts and max(rows * h, cols * w) <= codec.max_side)
+    if "raw-bytes" in layouts:
+        count += sum(1 for codec in byte_codecs() if not codec.skipped)
+    return count
+
+
+def _by_model(models: dict, model_meta, skipped_encoders, dataset: str):
+    """{name: {encoder: VAE}} (and its meta and skipped dicts) from either that shape or the
+    one-model shape {encoder: VAE} (named by its meta, else after the data set)."""
+    if models and all(isinstance(v, dict) for v in models.values()):
+        return models, dict(model_meta or {}), dict(skipped_encoders or {})
+    meta = dict(model_meta or {})
+    name = next((m.get("name") for m in meta.values() if isinstance(m, dict) and m.get("name")), None) or dataset
+    return {name: models}, {name: meta}, {name: dict(skipped_encoders or {})}
+
+
 def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, binary: bool | None = None,
               generic: bool = True, engine_kwargs: dict | None = None, progress: Progress = _noop,
               model_meta: dict | None = None, skipped_encoders: dict | None = None, split: str = "test",
-              settings: dict | None = None, argv=None) -> dict:
+              settings: dict | None = None, argv=None, default_model: str | None = None,
+              n_available: int | None = None) -> dict:
     """The full report (see the module doc for its keys).
 
     images: uint8 (N, C, H, W) as the models take them (binary data in {0, 1}).
-    models: {"baseline": VAE, "refit": VAE}; a missing encoder skips its rows, with the reason
-    from skipped_encoders. engine_kwargs: EngineConfig fields other than K.
+    models: {model name: {"baseline": VAE, "refit": VAE}} in table order, or one model's
+    {"baseline": VAE, "refit": VAE}; a missing encoder skips its rows, with the reason from
+    skipped_encoders ({name: {encoder: why}}, or {encoder: why} for one model). model_meta: the
+    checkpoint metadata, {name: {encoder: meta}} (or {encoder: meta}). default_model: the model
+    `bbans compress --model auto` picks for these images (default: the first model given); its
+    rows are marked. engine_kwargs: EngineConfig fields other than K. n_available: images in the
+    split before any limit (default: these).
     """
     import torch
+
+    from bbans.coding import engine
 
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or len(images) == 0:
         raise BBANSError(f"bench needs a non-empty (N, C, H, W) image array, got shape {images.shape}")
     if binary is None:
         binary = dataset == "binary-mnist"
+    models, model_meta, skipped_encoders = _by_model(models, model_meta, skipped_encoders, dataset)
+    if default_model is None and models:
+        default_model = next(iter(models))
     engine_kwargs = dict(engine_kwargs or {})
     date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    methods, skipped = run_methods(images, models, ks, engine_kwargs, progress, skipped_encoders)
-    generic_rows = run_generic(images, binary, progress) if generic else []
-    summary = summarize(methods, generic_rows)
+    stages = sum(2 * sum(1 for sp in method_specs(ks) if sp.encoder in encs) for encs in models.values())
+    stages += _generic_stages(images.shape, binary) if generic else 0
+    overall = _Overall(progress, stages)
+    methods, skipped = [], []
+    for name, encoders in models.items():
+        rows, skips = run_methods(images, encoders, ks, engine_kwargs, overall, skipped_encoders.get(name), name,
+                                  name == default_model)
+        methods += rows
+        skipped += skips
+    generic_rows = run_generic(images, binary, overall) if generic else []
+    summary = summarize(methods, generic_rows, default_model)
     device = engine_kwargs.get("device", "cpu")
+    first = next((m for encs in models.values() for m in encs.values()), None)
     return {
         "schema": SCHEMA,
         "dataset": dataset,
         "split": split,
         "n_images": int(len(images)),
+        "n_available": int(len(images) if n_available is None else n_available),
         "image_shape": list(images.shape[1:]),
         "dims": int(images.size),
         "date": date,
         "argv": list(argv) if argv is not None else [],
         "settings": dict(settings or {"K": list(ks), "generic": generic, **engine_kwargs}),
-        "engine_config": engine_config(next(iter(models.values())), 0, engine_kwargs).to_dict() if models
+        "engine_config": engine_config(first, 0, engine_kwargs).to_dict() if first is not None
         else engine.EngineConfig(K=0, **engine_kwargs).to_dict(),
         "machine": machine_info(),
         "device": device,
         "torch": torch.__version__,
-        "models": {k: _model_record(v) for k, v in (model_meta or {}).items()},
+        "default_model": default_model,
+        "models": {name: _model_record(name, model_meta.get(name) or {}, name == default_model) for name in models},
         "methods": methods,
         "skipped_methods": skipped,
         "generic": generic_rows,
@@ -600,13 +752,18 @@ def run_bench(images: np.ndarray, models: dict, *, dataset: str, ks=DEFAULT_K, b
     }
 
 
-def _model_record(meta: dict) -> dict:
-    return {k: meta.get(k) for k in ("name", "encoder", "hash", "test_bits_per_dim")}
+def _model_record(name: str, meta: dict, default: bool) -> dict:
+    from bbans.models import registry
+
+    family = registry.spec(name).family if name in registry.NAMES else None
+    return {"name": name, "family": family, "default": bool(default),
+            "encoders": {enc: {k: m.get(k) for k in ("hash", "test_bits_per_dim")} for enc, m in meta.items()
+                         if isinstance(m, dict)}}
 
 
 def check_exact(report: dict) -> None:
     """Raise after the report is out if any round trip failed: the numbers would be meaningless."""
-    bad = [r["method"] for r in report["methods"] if not r["exact"]]
+    bad = [_row_name(r) for r in report["methods"] if not r["exact"]]
     bad += [f"{g['codec']} {g['layout']}" for g in report["generic"] if g["exact"] is False]
     if bad:
         raise RoundTripError(f"round trip not exact for: {', '.join(bad)}")
@@ -624,11 +781,16 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def to_json(report: dict) -> str:
+    """The report as the text --json writes (indented, a final newline)."""
+    return json.dumps(report, indent=2, default=_json_default, allow_nan=True) + "\n"
+
+
 def write_json(report: dict, path) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=_json_default, allow_nan=True) + "\n")
+    path.write_text(to_json(report))
 
 
 # ---- terminal table ------------------------------------------------------------------------
@@ -650,9 +812,36 @@ def _secs(v) -> str:
 
 
 def _model_name(report: dict) -> str:
-    names = {m.get("name") for m in report.get("models", {}).values() if isinstance(m, dict)}
-    names.discard(None)
-    return ", ".join(sorted(names)) or report["dataset"]
+    """The models of a report, the default one marked; schema 1 reports keyed models by encoder."""
+    models = report.get("models") or {}
+    default = report.get("default_model")
+    names = []
+    for key, m in models.items():
+        name = m.get("name") if isinstance(m, dict) else None
+        name = name or key
+        if name not in names and name not in ("baseline", "refit"):
+            names.append(name)
+    if not names:
+        return report["dataset"]
+    return ", ".join(f"{n} (default)" if n == default else n for n in names)
+
+
+def _images_words(report: dict) -> str:
+    n, avail = report["n_images"], report.get("n_available")
+    if avail is not None and avail > n:
+        return f"first {n} of {avail} images"
+    return f"{n} images"
+
+
+def _model_cell(r: dict, default: str | None) -> str:
+    m = r.get("model")
+    if m is None:
+        return "-"
+    return f"{m} (default)" if r.get("default") or (default is not None and m == default) else m
+
+
+DEFAULT_NOTE = ("(default) = the model `bbans compress` picks for these images (--model auto); its refit row "
+                "at K = 0 is what compress does with no options")
 
 
 def render(report: dict, console=None) -> None:
@@ -661,31 +850,38 @@ def render(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    n = report["n_images"]
     c, h, w = report["image_shape"]
-    t = Table(title=f"bbans bench: {report['dataset']} {report['split']} with model {_model_name(report)}, "
-                    f"{n} images of {c}x{h}x{w}, "
-                    f"device {report['device']}", title_justify="left")
-    for col, just in (("method", "left"), ("K", "right"), ("bits/dim", "right"), ("-ELBO", "right"),
-                      ("overhead", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
+    default = report.get("default_model")
+    t = Table(title=f"bbans bench: {report['dataset']} {report['split']}, {_images_words(report)} of {c}x{h}x{w}, "
+                    f"models {_model_name(report)}, device {report['device']}", title_justify="left")
+    for col, just in (("model", "left"), ("method", "left"), ("K", "right"), ("bits/dim", "right"),
+                      ("-ELBO", "right"), ("overhead", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
                       ("img/s", "right"), ("time ×base", "right"), ("exact", "center")):
         t.add_column(col, justify=just)
+    prev = None
     for r in report["methods"]:
-        t.add_row(r["method"], str(r["K"]), _f(r["bits_per_dim"], ".4f"), _f(r["neg_elbo_bits_per_dim"], ".4f"),
+        if prev is not None and r.get("model") != prev:
+            t.add_section()
+        prev = r.get("model")
+        t.add_row(_model_cell(r, default), r["method"], str(r["K"]), _f(r["bits_per_dim"], ".4f"),
+                  _f(r["neg_elbo_bits_per_dim"], ".4f"),
                   _f(r["overhead_pct"], "+.2f") + "%", _secs(r["compress_s_per_image"]),
                   _secs(r["decompress_s_per_image"]), _f(r["images_per_s"], ".1f"),
                   _f(r["time_rel_baseline"], ".2f"), "yes" if r["exact"] else "[bold red]NO[/]")
     for s in report["skipped_methods"]:
-        t.add_row(s["method"], "", "[dim]skipped[/]", "", "", "", "", "", "", "", end_section=False)
+        t.add_row(s.get("model") or "-", s["method"], "", "[dim]skipped[/]", "", "", "", "", "", "",
+                  f"[dim]{s['reason']}[/]")
     if report["methods"] or report["skipped_methods"]:
         console.print(t)
-        console.print("[dim]µ/m = micro/milli seconds; time ×base = compress time relative to the baseline "
-                      "encoder (K = 0)[/]")
+        console.print("[dim]µ/m = micro/milli seconds; img/s = images compressed per second (wall clock); "
+                      "time ×base = compress time relative to the same model's baseline encoder (K = 0)[/]")
+        if default:
+            console.print(f"[dim]{DEFAULT_NOTE}[/]")
     if report["generic"]:
         best = report["summary"]["best_bits_per_dim"]
         g = Table(title="generic lossless codecs on the same images", title_justify="left")
         for col, just in (("codec", "left"), ("layout", "left"), ("bits/dim", "right"),
-                          ("vs ours", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
+                          ("vs best of ours", "right"), ("comp s/img", "right"), ("decomp s/img", "right"),
                           ("exact", "center"), ("input", "left")):
             g.add_column(col, justify=just)
         for r in report["generic"]:
@@ -702,25 +898,75 @@ def render(report: dict, console=None) -> None:
             g.add_row(r["codec"], r["layout"], _f(r["bits_per_dim"], ".4f"), vs, _secs(r["compress_s_per_image"]),
                       _secs(r["decompress_s_per_image"]), "yes" if r["exact"] else "[bold red]NO[/]", r["input"])
         console.print(g)
+    for line in summary_lines(report):
+        console.print(line)
+    machine = machine_line(report)
+    if machine:
+        console.print(f"[dim]{machine}[/]")
+
+
+def machine_line(report: dict) -> str | None:
+    """One line: when and where the run was, from the report's own machine record."""
+    m = report.get("machine")
+    if not m:
+        return None
+    threads = (report.get("engine_config") or {}).get("threads")
+    parts = [f"{m.get('cpu_count')} CPUs {m.get('processor')}", m.get("platform"), f"python {m.get('python')}",
+             f"torch {m.get('torch')}", f"numpy {m.get('numpy')}", f"imagecodecs {m.get('imagecodecs')}",
+             f"pillow {m.get('pillow')}"]
+    if m.get("gpu"):
+        parts.append(f"GPU {m['gpu']}")
+    if threads is not None:
+        parts.append(f"engine threads {threads}")
+    date = report.get("date")
+    return f"machine: {', '.join(parts)}" + (f"; run {date}" if date else "")
+
+
+def summary_lines(report: dict, markup: bool = True) -> list[str]:
+    """The sentences under the tables (rich markup unless markup is False)."""
     s = report["summary"]
+    lines = []
+    yellow, red, end = ("[yellow]", "[bold red]", "[/]") if markup else ("", "", "")
+    if s.get("default_bits_per_dim") is not None:
+        lines.append(f"default (bbans compress, no options): {s['default_model']} {s['default_method']} at "
+                     f"{s['default_bits_per_dim']:.4f} bits/dim")
     if s["best_method"] is not None:
-        line = f"best of ours: {s['best_method']} at {s['best_bits_per_dim']:.4f} bits/dim"
+        best = f"{s['best_model']} {s['best_method']}" if s.get("best_model") else s["best_method"]
+        line = f"best of ours: {best} at {s['best_bits_per_dim']:.4f} bits/dim"
         if s["best_generic"]:
             line += f"; best generic: {s['best_generic']} at {s['best_generic_bits_per_dim']:.4f}"
-        console.print(line)
+        lines.append(line)
         if s["generic_ahead"]:
             for a in s["generic_ahead"]:
-                console.print(f"[yellow]{a['codec']} ({a['layout']}) is ahead of ours by {a['gap_bpd']:.4f} "
-                              f"bits/dim[/]")
+                lines.append(f"{yellow}{a['codec']} ({a['layout']}) is ahead of ours by {a['gap_bpd']:.4f} "
+                             f"bits/dim{end}")
         elif report["generic"]:
-            console.print("every generic codec is above ours")
+            lines.append("every generic codec is above ours")
     if not s["all_exact"]:
-        console.print("[bold red]a round trip was NOT exact[/]")
+        lines.append(f"{red}a round trip was NOT exact{end}")
+    return lines
 
 
 # ---- plot ----------------------------------------------------------------------------------
 
 _COLORS = {"baseline": "tab:blue", "refit": "tab:orange"}
+# Further models (after the default one) get these instead, so every (model, encoder) is its own colour.
+_MORE_COLORS = [{"baseline": "tab:green", "refit": "tab:red"}, {"baseline": "tab:purple", "refit": "tab:brown"},
+                {"baseline": "tab:cyan", "refit": "tab:olive"}]
+
+
+def _groups(methods: list[dict]):
+    """(label prefix, encoder, colour, rows sorted by K) for each model and encoder, in table order."""
+    models = []
+    for r in methods:
+        if r.get("model") not in models:
+            models.append(r.get("model"))
+    for i, m in enumerate(models):
+        colors = _COLORS if i == 0 else _MORE_COLORS[(i - 1) % len(_MORE_COLORS)]
+        for enc in ("baseline", "refit"):
+            rows = sorted((r for r in methods if r.get("model") == m and r["encoder"] == enc), key=lambda r: r["K"])
+            if rows:
+                yield (f"{m} {enc}" if m and len(models) > 1 else enc), enc, colors[enc], rows
 
 
 def plot(report: dict, path) -> None:
@@ -733,24 +979,20 @@ def plot(report: dict, path) -> None:
     methods = report["methods"]
     generic = [g for g in report["generic"] if g["bits_per_dim"] is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
-    title = (f"{report['dataset']} {report['split']}, model {_model_name(report)}, {report['n_images']} images, "
+    title = (f"{report['dataset']} {report['split']}, {_images_words(report)}, models {_model_name(report)}, "
              f"device {report['device']}")
     fig.suptitle(title)
 
     ours = [r["bits_per_dim"] for r in methods]
-    for enc in ("baseline", "refit"):
-        rows = sorted((r for r in methods if r["encoder"] == enc), key=lambda r: r["K"])
-        if not rows:
-            continue
+    for name, enc, col, rows in _groups(methods):
         amort = next((r for r in rows if r["K"] == 0), None)
-        col = _COLORS[enc]
         if amort is not None:
-            ax1.axhline(amort["bits_per_dim"], color=col, ls="--", lw=1, label=f"{enc} encoder (amortized)")
+            ax1.axhline(amort["bits_per_dim"], color=col, ls="--", lw=1, label=f"{name} encoder (amortized)")
         ks = [r["K"] for r in rows]
         if any(k > 0 for k in ks):
-            ax1.plot(ks, [r["bits_per_dim"] for r in rows], "o-", color=col, label=f"{enc} + K-step inference")
+            ax1.plot(ks, [r["bits_per_dim"] for r in rows], "o-", color=col, label=f"{name} + K-step inference")
             ax1.plot(ks, [r["neg_elbo_bits_per_dim"] for r in rows], ":", color=col, lw=1, alpha=0.8,
-                     label=f"{enc} + K-step: -ELBO")
+                     label=f"{name} + K-step: -ELBO")
         elif amort is not None:
             ax1.plot([0], [amort["bits_per_dim"]], "o", color=col)
     ax1.set_xlabel("K (optimal-inference steps)")
@@ -785,15 +1027,13 @@ def plot(report: dict, path) -> None:
     ax1.legend(fontsize=7, loc="best")
     ax1.grid(alpha=0.3)
 
-    for enc in ("baseline", "refit"):
-        rows = sorted((r for r in methods if r["encoder"] == enc), key=lambda r: r["K"])
-        if rows:
-            ax2.plot([r["compress_s_per_image"] for r in rows], [r["bits_per_dim"] for r in rows], "o-",
-                     color=_COLORS[enc], label=f"{enc} (+ K steps)")
-            dy = 4 if enc == "refit" else -10
-            for r in rows:
-                ax2.annotate(f"K={r['K']}", (r["compress_s_per_image"], r["bits_per_dim"]), fontsize=7,
-                             color=_COLORS[enc], xytext=(3, dy), textcoords="offset points")
+    for name, enc, col, rows in _groups(methods):
+        ax2.plot([r["compress_s_per_image"] for r in rows], [r["bits_per_dim"] for r in rows], "o-",
+                 color=col, label=f"{name} (+ K steps)")
+        dy = 4 if enc == "refit" else -10
+        for r in rows:
+            ax2.annotate(f"K={r['K']}", (r["compress_s_per_image"], r["bits_per_dim"]), fontsize=7,
+                         color=col, xytext=(3, dy), textcoords="offset points")
     markers = {"per-image": "s", "canvas": "D", "raw-bytes": "^"}
     for g in generic:
         ax2.plot([g["compress_s_per_image"]], [g["bits_per_dim"]], markers.get(g["layout"], "x"), color="0.45",
@@ -816,27 +1056,25 @@ def plot(report: dict, path) -> None:
 
 # ---- Markdown (for benchmarks/RESULTS.md) ----------------------------------------------------
 
-def _ms(v) -> str:
-    return "-" if v is None else f"{v * 1e3:.3f}"
-
-
 def to_markdown(report: dict) -> str:
-    """The two tables as GitHub Markdown, times in milliseconds per image."""
+    """The two tables and the summary as GitHub Markdown, figures formatted as `render` prints them."""
     lines = []
+    default = report.get("default_model")
     if report["methods"]:
-        lines += ["| method | K | coded bits/dim | -ELBO bits/dim | overhead | compress ms/img | "
-                  "decompress ms/img | images/s | time × baseline | exact |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+        lines += ["| model | method | K | coded bits/dim | -ELBO bits/dim | overhead | compress s/img | "
+                  "decompress s/img | images/s | time × baseline | exact |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
         for r in report["methods"]:
-            lines.append(f"| {r['method']} | {r['K']} | {r['bits_per_dim']:.4f} | {r['neg_elbo_bits_per_dim']:.4f} | "
-                         f"{r['overhead_pct']:+.2f}% | {_ms(r['compress_s_per_image'])} | "
-                         f"{_ms(r['decompress_s_per_image'])} | {r['images_per_s']:.0f} | "
-                         f"{_f(r['time_rel_baseline'], '.2f')} | {'yes' if r['exact'] else '**NO**'} |")
+            lines.append(f"| {_model_cell(r, default)} | {r['method']} | {r['K']} | {_f(r['bits_per_dim'], '.4f')} | "
+                         f"{_f(r['neg_elbo_bits_per_dim'], '.4f')} | {_f(r['overhead_pct'], '+.2f')}% | "
+                         f"{_secs(r['compress_s_per_image'])} | {_secs(r['decompress_s_per_image'])} | "
+                         f"{_f(r['images_per_s'], '.1f')} | {_f(r['time_rel_baseline'], '.2f')} | "
+                         f"{'yes' if r['exact'] else '**NO**'} |")
         for s in report["skipped_methods"]:
-            lines.append(f"| {s['method']} | | skipped: {s['reason']} | | | | | | | |")
-        lines.append("")
+            lines.append(f"| {s.get('model') or '-'} | {s['method']} | | skipped: {s['reason']} | | | | | | | |")
+        lines += ["", "s/img: seconds per image, m = milli, µ = micro; " + DEFAULT_NOTE + ".", ""]
     if report["generic"]:
-        lines += ["| codec | layout | bits/dim | vs best of ours | compress ms/img | decompress ms/img | exact | input |",
+        lines += ["| codec | layout | bits/dim | vs best of ours | compress s/img | decompress s/img | exact | input |",
                   "| --- | --- | ---: | ---: | ---: | ---: | :---: | --- |"]
         best = report["summary"]["best_bits_per_dim"]
         for g in report["generic"]:
@@ -844,10 +1082,16 @@ def to_markdown(report: dict) -> str:
                 lines.append(f"| {g['codec']} | {g['layout']} | skipped: {g['skipped']} | | | | | |")
                 continue
             gap = g["gap_vs_best_ours_bpd"]
-            vs = "-" if gap is None else (f"**{gap:+.4f} (ahead of ours)**" if gap < 0 else
+            vs = "-" if gap is None else (f"**{gap:+.4f} (ahead of ours by {-gap / best * 100:.1f}%)**" if gap < 0 else
                                           f"{gap:+.4f} ({gap / best * 100:+.0f}%)")
-            lines.append(f"| {g['codec']} | {g['layout']} | {g['bits_per_dim']:.4f} | {vs} | "
-                         f"{_ms(g['compress_s_per_image'])} | {_ms(g['decompress_s_per_image'])} | "
+            lines.append(f"| {g['codec']} | {g['layout']} | {_f(g['bits_per_dim'], '.4f')} | {vs} | "
+                         f"{_secs(g['compress_s_per_image'])} | {_secs(g['decompress_s_per_image'])} | "
                          f"{'yes' if g['exact'] else '**NO**'} | {g['input']} |")
         lines.append("")
+    summary = summary_lines(report, markup=False)
+    machine = machine_line(report)
+    summary += [machine] if machine else []
+    if summary:
+        lines += [s + "  " for s in summary[:-1]] + summary[-1:] + [""]
     return "\n".join(lines)
+

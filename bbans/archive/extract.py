@@ -10,7 +10,7 @@ import tempfile
 
 from bbans.archive import schema
 from bbans.archive.atomic import fsync_dir, umask
-from bbans.archive.format import STAGING_PREFIX, Progress, Reader, Warn, noop_progress, noop_warn
+from bbans.archive.format import FILE_KINDS, STAGING_PREFIX, Progress, Reader, Warn, noop_progress, noop_warn
 from bbans.archive.reader import decode_entries
 from bbans.errors import BBANSError
 
@@ -93,7 +93,7 @@ def extract(archive_path, outdir: str, force: bool = False, progress: Progress =
                 except OSError:
                     pass
             raise
-        n_files = sum(1 for e in r.entries if e["kind"] in ("model", "stored"))
+        n_files = sum(1 for e in r.entries if e["kind"] in FILE_KINDS)
         return {"outdir": outdir, "files": n_files, "entries": len(r.entries), "skipped": skipped}
 
 

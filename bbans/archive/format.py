@@ -19,9 +19,14 @@ from typing import Callable, Iterator
 from bbans import __version__
 from bbans.archive import schema
 from bbans.errors import ArchiveError, BBANSError
+from bbans.io import jxl
 
 MAGIC = b"BBANS\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this bbans writes and reads
+# Format 3 adds what JPEG-XL codes (image entries, recompressed JPEGs); archives without them
+# are still written as format 2, which older readers open.
+PLAIN_FORMAT = 2
+FILE_KINDS = ("model", "stored", "image")  # entries that are files
 # magic, format version, header length (compressed), header length (JSON), payload length
 _PREAMBLE = struct.Struct("<6sHIIQ")
 PREAMBLE_SIZE = _PREAMBLE.size  # 24
@@ -231,6 +236,9 @@ def unstore_chunks(blob: bytes, spec: dict, size: int) -> Iterator[bytes]:
     """The stored bytes in pieces, never producing more than the declared size."""
     if spec["codec"] == "raw":
         yield blob
+        return
+    if spec["codec"] == jxl.JPEG_CODEC:
+        yield jxl.restore(blob, size)
         return
     d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(spec["dict_size"], None))
     produced = 0

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import numpy as np
 
-from bbans.archive.format import CHECKSUM_HEX, Progress, Reader, checksum, noop_progress, unstore_chunks
+from bbans.archive.format import CHECKSUM_HEX, FILE_KINDS, Progress, Reader, checksum, noop_progress, unstore_chunks
 from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
-from bbans.io import images, rebuild
+from bbans.io import images, jxl, rebuild
 from bbans.models import registry
 
 # ---- describing ------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
         row = {"path": e["path"], "kind": e["kind"]}
         if e["kind"] == "symlink":
             row["target"] = e["target"]
-        if e["kind"] in ("model", "stored"):
+        if e["kind"] in FILE_KINDS:
             input_bytes += e["size"]
             row["size"] = e["size"]
             dims = _dims(e.get("image"))
@@ -199,6 +199,13 @@ def decode_entries(r: Reader, progress: Progress = noop_progress) -> Iterator[De
                 yield Decoded(e, data=data, exact=False)
                 continue
             yield Decoded(e, data=data)
+        elif e["kind"] == "image":
+            img = e["image"]
+            pixels = jxl.decode_pixels(r.blob(e["data"]), img["width"], img["height"], img["mode"])
+            n = e["rebuild"]["frame"]
+            data = _rebuilt(e, pixels, frames[frame_at:frame_at + n], zlib_version)
+            frame_at += n
+            yield Decoded(e, data=data)
         elif e["kind"] == "stored":
             yield Decoded(e, chunks=_checked_chunks(r, e))
         else:
@@ -255,7 +262,7 @@ def read_one(source, progress: Progress = noop_progress, name: str | None = None
     """The path and bytes of an archive's only file, decoded and checked whole before they are
     returned (what `decompress -c` writes to standard output)."""
     with Reader(source, name) as r:
-        files = [e for e in r.entries if e["kind"] in ("model", "stored")]
+        files = [e for e in r.entries if e["kind"] in FILE_KINDS]
         if len(files) != 1:
             raise BBANSError(f"{r.name} holds {len(files)} files; writing to standard output needs an archive "
                              "of exactly one (extract it with -o DIR)")

@@ -16,13 +16,14 @@ from bbans.errors import ArchiveError
 from bbans.io import images, rebuild
 from bbans.models import registry
 
-FORMATS_READ = (1, 2)
+FORMATS_READ = (1, 2, 3)
 STAGING_PREFIX = ".bbans-partial-"
 
 # LZMA2 never expands data by more than ~7000x (measured 6841x on 100 MB of zeros), so a blob
 # declaring more than this is a bomb or a lie.
 LZMA_MAX_RATIO = 8192
 LZMA_MAX_DICT = 64 << 20
+JPEG_MAX_RATIO = 4
 MAX_HEADER_JSON = 1 << 26
 MAX_ENTRIES = 1 << 22
 # Linux's PATH_MAX and NAME_MAX: no longer name can be created on the way out anyway.
@@ -130,15 +131,20 @@ class _Payload:
         self.end += ref["length"]
 
 
-def _check_packed(spec, size, what: str) -> None:
+def _check_packed(spec, size, what: str, version: int = 2) -> None:
     """A stored blob's codec and declared size."""
     codec = spec.get("codec")
+    need(codec != "jpeg-jxl" or version >= 3, f"{what}: codec {codec} in a format {version} archive")
     if codec == "raw":
         need(size == spec["length"], f"{what}: raw size disagrees with its payload")
     elif codec == "lzma2":
         need(is_int(spec.get("dict_size"), 4096, LZMA_MAX_DICT), f"{what}: bad LZMA2 dictionary size")
         if size > LZMA_MAX_RATIO * spec["length"] + 4096:
             raise ArchiveError(f"{what} declares {size} bytes from {spec['length']} compressed")
+    elif codec == "jpeg-jxl":
+        # JPEG-XL saves a fifth or so of a JPEG; a file 4x its stream is no JPEG it made.
+        if size > JPEG_MAX_RATIO * spec["length"] + 4096:
+            raise ArchiveError(f"{what} declares a {size}-byte JPEG from {spec['length']} bytes of JPEG-XL")
     else:
         raise ArchiveError(f"{what}: unknown codec {codec!r}")
 
@@ -304,9 +310,22 @@ def validate_header(h, payload_len: int, version: int) -> None:
             need(_is_checksum(e.get("sha256")), f"{what}: checksum missing")
             need(_is_str(e.get("why", ""), 4096), f"{what}: bad reason")
             payload.take(e.get("data"), what)
-            _check_packed(e["data"], e["size"], what)
+            _check_packed(e["data"], e["size"], what, version)
             if "image" in e:
                 _check_image(e["image"], what, coded=False)
+        elif kind == "image" and version >= 3:
+            img = e.get("image")
+            _check_image(img, what, coded=True)
+            need(is_int(e.get("size")), f"{what}: bad size")
+            need(_is_checksum(e.get("sha256")), f"{what}: checksum missing")
+            need(_is_str(e.get("why", ""), 4096), f"{what}: bad reason")
+            payload.take(e.get("data"), what)
+            need(e["data"].get("codec") == "jxl" and set(e["data"]) == {"offset", "length", "codec"},
+                 f"{what}: unknown pixel codec")
+            values = img["width"] * img["height"] * (3 if img["mode"] == "RGB" else 1)
+            need(values <= DIMS_FIXED + DIMS_PER_BIT * 8 * e["data"]["length"],
+                 f"{what}: declares {values} pixel values from {e['data']['length']} bytes")
+            frame_end += _check_recipe(e.get("rebuild"), img, what)
         elif kind == "model":
             gi = e.get("group")
             need(is_int(gi, 0, len(groups) - 1) if groups else False, f"{what}: bad group")

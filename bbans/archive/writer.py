@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from bbans import __version__
-from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, Blobs, Progress, Warn, checksum, noop_progress,
+from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, PLAIN_FORMAT, Blobs, Progress, Warn, checksum, noop_progress,
                                   noop_warn, pack, store)
 from bbans.archive.reader import describe_header
 from bbans.archive.schema import check_name, work_problem
 from bbans.coding import engine
 from bbans.errors import ArchiveError, BBANSError
-from bbans.io import images
+from bbans.io import images, jxl
 from bbans.models import checkpoints, registry
 
 # ---- reading the inputs ----------------------------------------------------------------------
@@ -162,6 +162,7 @@ class Options:
     lanes: int | None = None  # None: auto_lanes
     seed: int = 0
     keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
+    level: int = 7  # JPEG-XL effort (1 fastest .. 9 smallest) for images no model codes better
 
 
 # What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
@@ -220,10 +221,36 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     stored_blobs: dict[str, tuple[bytes, dict]] = {}
 
     def stored_blob(path: str) -> tuple[bytes, dict]:
-        """The file as a stored entry would hold it; what every other coder must beat."""
+        """The file as a stored entry would hold it (LZMA2, raw, or a JPEG recompressed by
+        JPEG-XL where that reconstructs it exactly and is smaller); what a model must beat."""
         if path not in stored_blobs:
-            stored_blobs[path] = store(datas[path])
+            blob, spec = store(datas[path])
+            if probes[path].format == "JPEG":
+                enc = jxl.recompress(datas[path])
+                if enc is not None and len(enc) < len(blob):
+                    blob, spec = enc, {"codec": jxl.JPEG_CODEC}
+                    probes[path].reason = "JPEG, recompressed losslessly by JPEG-XL (restored byte for byte)"
+            stored_blobs[path] = blob, spec
         return stored_blobs[path]
+
+    pixel_blobs: dict[str, bytes | None] = {}
+
+    def pixel_blob(path: str) -> bytes | None:
+        """The image's pixels under JPEG-XL lossless, where a recipe rebuilds its file from them
+        (under --model auto only: the other settings name the one coder they want)."""
+        if path not in pixel_blobs:
+            pr = probes[path]
+            usable = opts.model == "auto" and pr.recipe is not None and pr.pixels is not None
+            pixel_blobs[path] = jxl.encode_pixels(pr.pixels, opts.level) if usable else None
+        return pixel_blobs[path]
+
+    def without_model(path: str) -> tuple[int, str]:
+        """Bytes of the cheapest way to keep the file without a model, and its name."""
+        stored = len(stored_blob(path)[0])
+        enc = pixel_blob(path)
+        if enc is not None and len(enc) + len(probes[path].frame) < stored:
+            return len(enc) + len(probes[path].frame), "JPEG-XL"
+        return stored, "LZMA2" if stored_blob(path)[1]["codec"] != jxl.JPEG_CODEC else "JPEG-XL"
 
     device = opts.device
     models = checkpoints.Loaded()
@@ -278,11 +305,11 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
             n_tiles = len(tiled[path][0])
             model_bytes = max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
             start += n_tiles
-            stored_bytes = len(stored_blob(path)[0])
-            if model_bytes < stored_bytes:
+            other, how = without_model(path)
+            if model_bytes < other:
                 kept.append(path)
             else:
-                probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, LZMA2 {stored_bytes} B"
+                probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, {how} {other} B"
         return kept
 
     groups: list[dict] = []
@@ -326,13 +353,13 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
                     probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
                     probes[path].routes = ()
                 continue
-            stored_total = sum(len(stored_blob(p)[0]) for p in members)
+            stored_total = sum(without_model(p)[0] for p in members)
             if opts.model == "auto" and CHOOSE_BY_COST and len(payload) + ENTRY_MODEL_BYTES * len(members) >= stored_total:
                 # The trial settles it: the group's fixed costs (lanes, initial bits) outweigh
                 # what the model saves on these few images.
                 for path in members:
                     probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
-                                           f"LZMA2 stores them in {stored_total} B")
+                                           f"without it they take {stored_total} B")
                 continue
             gi = len(groups)
             per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
@@ -358,7 +385,14 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
 
     # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them, in
     # entry order (each recipe records only its frame's length).
-    frames = [probes[p].frame for p in sorted(tile_plan) if probes[p].recipe is not None]
+    # Images no model codes, whose pixels JPEG-XL keeps in fewer bytes than storing the file.
+    pictured = {}
+    for item in files:
+        enc = None if item.path in tile_plan else pixel_blob(item.path)
+        if enc is not None and len(enc) + len(probes[item.path].frame) < len(stored_blob(item.path)[0]):
+            pictured[item.path] = enc
+    frames = [probes[i.path].frame for i in files
+              if (i.path in tile_plan and probes[i.path].recipe is not None) or i.path in pictured]
     frames_entry = None
     if frames:
         blob, spec = store(b"".join(frames))
@@ -366,7 +400,7 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
                         "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
 
     stored_n = 0
-    n_stored_total = sum(1 for i in files if i.path not in tile_plan)
+    n_stored_total = sum(1 for i in files if i.path not in tile_plan and i.path not in pictured)
     for item in sc.items:
         e: dict = {"path": item.path, "kind": item.kind if item.kind != "file" else ""}
         if item.kind == "symlink":
@@ -378,8 +412,8 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
         if item.kind == "dir":
             entries.append(e)
             continue
-        data = datas.pop(item.path)
-        pr = probes.pop(item.path)
+        data = datas[item.path]
+        pr = probes[item.path]
         e["size"] = len(data)
         if item.path in tile_plan:
             gi, start, count = tile_plan[item.path]
@@ -396,22 +430,34 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
                 e["image"]["meta"] = pr.meta
             # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
             e["est_bits"] = max(0, int(round(est_bits[item.path])))
+        elif item.path in pictured:
+            e["kind"] = "image"
+            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+            e["sha256"] = checksum(data)
+            e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
+            e["data"] = {**blobs.add(pictured[item.path]), "codec": jxl.PIXEL_CODEC}
+            e["why"] = pr.reason or "no model codes it"
         else:
             progress("storing", stored_n, n_stored_total)
             stored_n += 1
-            blob, spec = stored_blobs.pop(item.path, None) or store(data)
+            blob, spec = stored_blob(item.path)
+            del stored_blobs[item.path]
             e["kind"] = "stored"
             e["sha256"] = checksum(data)
             e["data"] = {**blobs.add(blob), **spec}
             e["why"] = pr.reason or "not an image"
             if pr.is_image and pr.mode and pr.size:
                 e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+        # What is written into the archive is let go of as it goes.
+        del datas[item.path], probes[item.path]
         entries.append(e)
     progress("storing", n_stored_total, n_stored_total)
 
     # Payload order must be header order (groups, then entries): the reader insists on it.
+    uses_jxl = bool(pictured) or any(e.get("data", {}).get("codec") == jxl.JPEG_CODEC for e in entries)
+    version = FORMAT_VERSION if uses_jxl else PLAIN_FORMAT
     header = {
-        "format": FORMAT_VERSION,
+        "format": version,
         "created_by": {"bbans": __version__},
         "device": device if groups else None,
         "groups": groups,
@@ -419,7 +465,7 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     }
     if frames_entry is not None:
         header["frames"] = frames_entry
-    archive = pack(header, blobs.parts)
+    archive = pack(header, blobs.parts, version)
     report = describe_header(header, len(archive), len(archive) - blobs.end)
     report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
     report["notes"] = notes

@@ -88,29 +88,32 @@ def _print_entries(con, rep: dict) -> None:
         elif e["kind"] == "symlink":
             t.add_row(e["path"], "symlink", "", "", "", "", f"-> {e['target']}")
         else:
-            kind = f"model {e['how']}" if e["kind"] == "model" else f"stored {e['how']}"
+            kind = f"{e['kind']} {e['how']}"
             t.add_row(e["path"], kind, e.get("image", ""), _fmt_bytes(e["size"]), _fmt_bytes(e["coded_bytes"]),
                       _bpd(e.get("bits_per_dim")), e.get("why", ""))
     con.print(t)
 
 
 def _print_summary(con, rep: dict, title: str) -> None:
-    files = [e for e in rep["entries"] if e["kind"] in ("model", "stored")]
+    files = [e for e in rep["entries"] if "size" in e]
     coded = [e for e in files if e["kind"] == "model"]
+    pictures = [e for e in files if e["kind"] == "image"]
     stored = [e for e in files if e["kind"] == "stored"]
     ratio = rep["input_bytes"] / rep["archive_bytes"] if rep["archive_bytes"] else 0
     con.print(f"{title}: {len(files)} file(s), {_fmt_bytes(rep['input_bytes'])} -> "
               f"{_fmt_bytes(rep['archive_bytes'])} ({ratio:.2f}x); "
-              f"{len(coded)} model-coded, {len(stored)} stored, overhead {_fmt_bytes(rep['overhead_bytes'])}")
+              f"{len(coded)} model-coded, " + (f"{len(pictures)} JPEG-XL, " if pictures else "")
+              + f"{len(stored)} stored, overhead {_fmt_bytes(rep['overhead_bytes'])}")
     for g in rep["groups"]:
         con.print(f"  model {g['model']} ({g['encoder']} encoder, hash {g['model_hash'][:12]}): K={g['K']}, "
                   f"device {g['device']}, {g['tiles']} tile(s), {_fmt_bytes(g['payload_bytes'])}, "
                   f"{_bpd(g['bits_per_dim'])} bits/dim over {g['coded_dims']} coded values")
     reasons: dict[str, int] = {}
-    for e in stored:
-        reasons[e.get("why", "")] = reasons.get(e.get("why", ""), 0) + 1
-    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        con.print(f"  stored {n}: {why}")
+    for e in stored + pictures:
+        key = (e["kind"], e.get("why", ""))
+        reasons[key] = reasons.get(key, 0) + 1
+    for (kind, why), n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        con.print(f"  {'JPEG-XL' if kind == 'image' else 'stored'} {n}: {why}")
 
 
 def _dump_json(obj) -> None:
@@ -157,11 +160,13 @@ Examples:
 A folder's contents are stored relative to it; a file under its own
 name; standard input (PATH -) as one file called --name. Several inputs
 share one namespace: two inputs mapping to the same name stop the run.
-Images the models serve (grey, black-and-white, RGB; PNG/BMP/TIFF/PGM/
-PPM) are coded by the model when the file can be rebuilt byte for byte
-from its pixels (every other chunk, comment and trailing byte is kept
-verbatim); everything else is stored losslessly with LZMA2.
-Decompression gives back every file byte for byte. Symlinks inside
+Each file gets the cheapest coder that gives it back byte for byte:
+a bundled model (grey, black-and-white and RGB images whose file can be
+rebuilt from its pixels: every other chunk, comment and trailing byte
+is kept verbatim), JPEG-XL lossless for such images no model codes
+better, JPEG files recompressed losslessly by JPEG-XL, else LZMA2 (or
+the raw bytes). No file costs more than storing it; `bbans info` says
+which coder each got and why. Decompression gives back every byte. Symlinks inside
 folders are stored as links; fifos, sockets and devices are skipped
 with a warning. An input is never overwritten, even with -f."""))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=False))
@@ -173,7 +178,8 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("--K", "K", type=click.IntRange(0, schema.MAX_K), default=0, show_default=True,
               help="Adam steps of per-image optimal inference (0: amortised encoder only).")
 @click.option("--model", type=click.Choice(["auto", "none", *registry.NAMES]), default="auto", show_default=True,
-              help="auto: the best bundled model per image; NAME: only that model; none: store everything.")
+              help="auto: per file the cheapest of the bundled models, JPEG-XL and storing; NAME: that model "
+                   "for every image it serves; none: store everything (LZMA2).")
 @click.option("--encoder", type=click.Choice(["refit", "baseline"]), default="refit", show_default=True,
               help="Which bundled encoder computes the posteriors.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -185,14 +191,16 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("--keep", type=click.Choice(images.KEEP), default="bytes", show_default=True,
               help="bytes: model-code only images that come back byte for byte; pixels: also those "
                    "that come back as a rewritten file with the same pixels, mode, size and metadata.")
+@click.option("--level", type=click.IntRange(1, 9), default=7, show_default=True,
+              help="JPEG-XL effort for images no model codes better: 1 fastest, 9 smallest.")
 @click.option("--verify", is_flag=True,
               help="Decode the new archive and compare every file with its input before keeping it.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive (or write one to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
 @click.option("-v", "--verbose", is_flag=True, help="List every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, batch_size, lanes, keep, verify,
-                 force, quiet, verbose, as_json):
+def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, batch_size, lanes, keep, level,
+                 verify, force, quiet, verbose, as_json):
     """Compress image files and folders PATH... into one archive."""
     from bbans.archive import atomic, reader, writer
 
@@ -213,7 +221,7 @@ def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device
     else:
         sink = _stdout_binary(force, "an archive")
     opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
-                          keep=keep)
+                          keep=keep, level=level)
     with _progress(quiet, as_json) as prog, tempfile.TemporaryDirectory(prefix=".bbans-stdin-") as tmp:
         roots = list(paths)
         if STREAM in roots:
