@@ -195,233 +195,265 @@ def _route(probes: dict[str, images.Probe], allowed: set[str]) -> dict[str, str]
 def create(roots: list[str], opts: Options, progress: Progress = noop_progress, warn: Warn = noop_warn,
            exclude: set[str] | None = None) -> tuple[bytes, dict]:
     """Build an archive of `roots`. Returns (archive bytes, report)."""
+    b = _Build(opts, progress)
     sc = scan(roots, exclude)
     for src, why in sc.skipped:
         warn(f"{src}: {why}")
-    have = checkpoints.bundled() if opts.model != "none" else {}
-    if opts.model not in ("auto", "none"):
-        if opts.model not in registry.NAMES:
-            raise BBANSError(f"unknown model {opts.model!r}; choose auto, none, {', '.join(registry.NAMES)}")
-        if opts.model not in have:
-            raise BBANSError(f"model {opts.model!r} is not bundled with this bbans (see `bbans models`)")
-    allowed = set(have) if opts.model == "auto" else ({opts.model} & set(have))
-    notes: list[str] = []
-
     files = [i for i in sc.items if i.kind == "file"]
-    entries: list[dict] = []
-    datas: dict[str, bytes] = {}
-    probes: dict[str, images.Probe] = {}
-    full_hashes: dict[str, str] = {}
-    for n, item in enumerate(files):
-        progress("reading", n, len(files))
-        datas[item.path] = _read_regular(item.source)
-        full_hashes[item.path] = hashlib.sha256(datas[item.path]).hexdigest()
-        probes[item.path] = images.probe(datas[item.path], opts.keep)
-    progress("reading", len(files), len(files))
-    stored_blobs: dict[str, tuple[bytes, dict]] = {}
+    b.read(files)
+    chosen = b.route()
+    b.code_groups(chosen)
+    b.pick_jpeg_xl(files)
+    b.to_store = sum(1 for i in files if i.path not in b.tile_plan and i.path not in b.pictured)
+    entries = [b.entry(item) for item in sc.items]
+    progress("storing", b.to_store, b.to_store)
+    # Payload order must be header order (groups, frames, then entries): the reader insists on it.
+    uses_jxl = bool(b.pictured) or any(e.get("data", {}).get("codec") == jxl.JPEG_CODEC for e in entries)
+    version = FORMAT_VERSION if uses_jxl else PLAIN_FORMAT
+    header = {
+        "format": version,
+        "created_by": {"bbans": __version__},
+        "device": b.device if b.groups else None,
+        "groups": b.groups,
+        "entries": entries,
+    }
+    if b.frames_entry is not None:
+        header["frames"] = b.frames_entry
+    archive = pack(header, b.blobs.parts, version)
+    report = describe_header(header, len(archive), len(archive) - b.blobs.end)
+    report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
+    report["notes"] = b.notes
+    report["sha256"] = b.full_hashes
+    return archive, report
 
-    def stored_blob(path: str) -> tuple[bytes, dict]:
+
+class _Build:
+    """One archive in the making: the inputs read, the coder each file gets, the blobs."""
+
+    def __init__(self, opts: Options, progress: Progress):
+        self.opts, self.progress = opts, progress
+        self.have = checkpoints.bundled() if opts.model != "none" else {}
+        if opts.model not in ("auto", "none"):
+            if opts.model not in registry.NAMES:
+                raise BBANSError(f"unknown model {opts.model!r}; choose auto, none, {', '.join(registry.NAMES)}")
+            if opts.model not in self.have:
+                raise BBANSError(f"model {opts.model!r} is not bundled with this bbans (see `bbans models`)")
+        self.cost_check = opts.model == "auto" and CHOOSE_BY_COST
+        self.notes: list[str] = []
+        self.datas: dict[str, bytes] = {}
+        self.probes: dict[str, images.Probe] = {}
+        self.full_hashes: dict[str, str] = {}
+        self.stored_blobs: dict[str, tuple[bytes, dict]] = {}
+        self.pixel_blobs: dict[str, bytes | None] = {}
+        self.models = checkpoints.Loaded()
+        self.device = opts.device
+        self.groups: list[dict] = []
+        self.blobs = Blobs()
+        self.tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
+        self.est_bits: dict[str, float] = {}
+        self.pictured: dict[str, bytes] = {}
+        self.frames_entry: dict | None = None
+        self.stored_n = self.to_store = 0
+
+    # ---- the inputs and what storing them costs -----------------------------------------------
+    def read(self, files) -> None:
+        for n, item in enumerate(files):
+            self.progress("reading", n, len(files))
+            self.datas[item.path] = _read_regular(item.source)
+            self.full_hashes[item.path] = hashlib.sha256(self.datas[item.path]).hexdigest()
+            self.probes[item.path] = images.probe(self.datas[item.path], self.opts.keep)
+        self.progress("reading", len(files), len(files))
+
+    def stored_blob(self, path: str) -> tuple[bytes, dict]:
         """The file as a stored entry would hold it (LZMA2, raw, or a JPEG recompressed by
         JPEG-XL where that reconstructs it exactly and is smaller); what a model must beat."""
-        if path not in stored_blobs:
-            blob, spec = store(datas[path])
-            if probes[path].format == "JPEG":
-                enc = jxl.recompress(datas[path])
+        if path not in self.stored_blobs:
+            blob, spec = store(self.datas[path])
+            if self.probes[path].format == "JPEG":
+                enc = jxl.recompress(self.datas[path])
                 if enc is not None and len(enc) < len(blob):
                     blob, spec = enc, {"codec": jxl.JPEG_CODEC}
-                    probes[path].reason = "JPEG, recompressed losslessly by JPEG-XL (restored byte for byte)"
-            stored_blobs[path] = blob, spec
-        return stored_blobs[path]
+                    self.probes[path].reason = "JPEG, recompressed losslessly by JPEG-XL (restored byte for byte)"
+            self.stored_blobs[path] = blob, spec
+        return self.stored_blobs[path]
 
-    pixel_blobs: dict[str, bytes | None] = {}
-
-    def pixel_blob(path: str) -> bytes | None:
+    def pixel_blob(self, path: str) -> bytes | None:
         """The image's pixels under JPEG-XL lossless, where a recipe rebuilds its file from them
         (under --model auto only: the other settings name the one coder they want)."""
-        if path not in pixel_blobs:
-            pr = probes[path]
-            usable = opts.model == "auto" and pr.recipe is not None and pr.pixels is not None
-            pixel_blobs[path] = jxl.encode_pixels(pr.pixels, opts.level) if usable else None
-        return pixel_blobs[path]
+        if path not in self.pixel_blobs:
+            pr = self.probes[path]
+            usable = self.opts.model == "auto" and pr.recipe is not None and pr.pixels is not None
+            self.pixel_blobs[path] = jxl.encode_pixels(pr.pixels, self.opts.level) if usable else None
+        return self.pixel_blobs[path]
 
-    def without_model(path: str) -> tuple[int, str]:
+    def without_model(self, path: str) -> tuple[int, str]:
         """Bytes of the cheapest way to keep the file without a model, and its name."""
-        stored = len(stored_blob(path)[0])
-        enc = pixel_blob(path)
-        if enc is not None and len(enc) + len(probes[path].frame) < stored:
-            return len(enc) + len(probes[path].frame), "JPEG-XL"
-        return stored, "LZMA2" if stored_blob(path)[1]["codec"] != jxl.JPEG_CODEC else "JPEG-XL"
+        stored = len(self.stored_blob(path)[0])
+        enc = self.pixel_blob(path)
+        if enc is not None and len(enc) + len(self.probes[path].frame) < stored:
+            return len(enc) + len(self.probes[path].frame), "JPEG-XL"
+        return stored, "LZMA2" if self.stored_blob(path)[1]["codec"] != jxl.JPEG_CODEC else "JPEG-XL"
 
-    device = opts.device
-    models = checkpoints.Loaded()
-    unusable: dict[str, str] = {name: "is not bundled" for name in registry.NAMES if name not in have}
-    while True:
-        chosen = _route(probes, allowed - set(unusable))
-        needed = sorted(set(chosen.values()))
-        if needed:
-            device = engine.resolve_device(opts.device)
-        failed = False
-        for name in needed:
-            try:
-                models.get(name, opts.encoder, device)
-            except BBANSError as exc:
-                if opts.model != "auto":
-                    raise
-                unusable[name] = f"could not be loaded ({exc})"
-                failed = True
-        if not failed:
-            break
-    missing: dict[tuple[str, str], int] = {}
-    for path, p in probes.items():
-        if not p.routes:
-            continue
-        if path in chosen and (opts.model != "auto" or chosen[path] == p.routes[0]):
-            continue
-        if opts.model == "none":
-            p.reason = "--model none"
-        elif opts.model != "auto":
-            p.reason = f"not served by --model {opts.model}"
-        else:
-            want = p.routes[0]
-            went = f"coded with {chosen[path]}" if path in chosen else "stored with LZMA2"
-            p.reason = f"model {want} {unusable[want]}"
-            missing[(want, went)] = missing.get((want, went), 0) + 1
-    for (name, went), count in sorted(missing.items()):
-        notes.append(f"model {name} {unusable[name]}: {count} image(s) {went} instead")
+    # ---- models ----------------------------------------------------------------------------------
+    def route(self) -> dict[str, str]:
+        """path -> the model that will code it; loads each, falling back where one fails."""
+        opts, probes = self.opts, self.probes
+        allowed = set(self.have) if opts.model == "auto" else ({opts.model} & set(self.have))
+        unusable: dict[str, str] = {name: "is not bundled" for name in registry.NAMES if name not in self.have}
+        while True:
+            chosen = _route(probes, allowed - set(unusable))
+            needed = sorted(set(chosen.values()))
+            if needed:
+                self.device = engine.resolve_device(opts.device)
+            failed = False
+            for name in needed:
+                try:
+                    self.models.get(name, opts.encoder, self.device)
+                except BBANSError as exc:
+                    if opts.model != "auto":
+                        raise
+                    unusable[name] = f"could not be loaded ({exc})"
+                    failed = True
+            if not failed:
+                break
+        missing: dict[tuple[str, str], int] = {}
+        for path, p in probes.items():
+            if not p.routes:
+                continue
+            if path in chosen and (opts.model != "auto" or chosen[path] == p.routes[0]):
+                continue
+            if opts.model == "none":
+                p.reason = "--model none"
+            elif opts.model != "auto":
+                p.reason = f"not served by --model {opts.model}"
+            else:
+                want = p.routes[0]
+                went = f"coded with {chosen[path]}" if path in chosen else "kept without a model"
+                p.reason = f"model {want} {unusable[want]}"
+                missing[(want, went)] = missing.get((want, went), 0) + 1
+        for (name, went), count in sorted(missing.items()):
+            self.notes.append(f"model {name} {unusable[name]}: {count} image(s) {went} instead")
+        return chosen
 
-    # Model groups, in the order of first use over the sorted entries: deterministic.
-    group_order: list[str] = []
-    for path in sorted(chosen):
-        if chosen[path] not in group_order:
-            group_order.append(chosen[path])
-
-    def choose_by_cost(name: str, model, members: list[str], tiled: dict) -> list[str]:
-        progress(f"estimating {name}", 0, 1)
+    def cheaper_with(self, name: str, model, members: list[str], tiled: dict) -> list[str]:
+        """The members the model codes in fewer bytes than they take without it, by its -ELBO
+        (amortized, K = 0) before any coding."""
+        self.progress(f"estimating {name}", 0, 1)
         est = engine.estimate_bits(model, np.concatenate([tiled[p][0] for p in members]),
-                                   engine.EngineConfig(seed=opts.seed, device=device))
-        progress(f"estimating {name}", 1, 1)
+                                   engine.EngineConfig(seed=self.opts.seed, device=self.device))
+        self.progress(f"estimating {name}", 1, 1)
         start, kept = 0, []
         for path in members:
             n_tiles = len(tiled[path][0])
             model_bytes = max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
             start += n_tiles
-            other, how = without_model(path)
+            other, how = self.without_model(path)
             if model_bytes < other:
                 kept.append(path)
             else:
-                probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, {how} {other} B"
+                self.probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, {how} {other} B"
         return kept
 
-    groups: list[dict] = []
-    blobs = Blobs()
-    tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
-    est_bits: dict[str, float] = {}
-    if group_order:
-        versions = {"bbans": __version__, "numpy": np.__version__, "torch": torch.__version__}
-        for name in group_order:
-            c, th, tw = registry.spec(name).tile
-            model, meta = models.get(name, opts.encoder, device)
-            members = [p for p in sorted(chosen) if chosen[p] == name]
-            tiled = {}
+    def code_groups(self, chosen: dict[str, str]) -> None:
+        """One engine call per model, in the order of first use over the sorted entries."""
+        order: list[str] = []
+        for path in sorted(chosen):
+            if chosen[path] not in order:
+                order.append(chosen[path])
+        for name in order:
+            self.code_group(name, [p for p in sorted(chosen) if chosen[p] == name])
+
+    def code_group(self, name: str, members: list[str]) -> None:
+        opts, probes = self.opts, self.probes
+        c, th, tw = registry.spec(name).tile
+        model, meta = self.models.get(name, opts.encoder, self.device)
+        tiled = {p: images.tile(images.to_model(probes[p].pixels, probes[p].mode, name), (th, tw)) for p in members}
+        # Under --model auto, a model codes only what it codes in fewer bytes than the file takes
+        # without it; the estimate decides before coding, a trial of the group settles it after.
+        # A model named on the command line codes everything it serves.
+        if self.cost_check:
+            members = self.cheaper_with(name, model, members, tiled)
+        if not members:
+            return
+        counts = [len(tiled[p][0]) for p in members]
+        tiles = np.concatenate([tiled[p][0] for p in members])
+        mask = np.concatenate([tiled[p][1] for p in members])
+        masked = not bool(mask.all())
+        lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
+        config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
+                                     batch_size=opts.batch_size, device=self.device)
+        stage = f"coding {len(members)} image(s) with {name}"
+        payload, stats = engine.compress(model, tiles, mask if masked else None, config,
+                                         progress=lambda done, total: self.progress(stage, done, total))
+        coded_dims = int(mask.sum()) * c
+        problem = work_problem(coded_dims, opts.K, len(payload))
+        if problem:
+            # The reader refuses such a group (it could be a decompression bomb), so the writer
+            # never makes one: these images are nearly blank and LZMA2 stores them well.
             for path in members:
-                pr = probes[path]
-                tiled[path] = images.tile(images.to_model(pr.pixels, pr.mode, name), (th, tw))
-            # Under --model auto, a model codes only what it codes in fewer bytes than storing the
-            # file does: its -ELBO (amortized, K = 0) estimates the cost before any coding, and a
-            # trial of the group settles it. A model named on the command line codes what it serves.
-            members = choose_by_cost(name, model, members, tiled) if opts.model == "auto" and CHOOSE_BY_COST else members
-            if not members:
-                continue
-            counts = [len(tiled[p][0]) for p in members]
-            tiles = np.concatenate([tiled[p][0] for p in members])
-            mask = np.concatenate([tiled[p][1] for p in members])
-            masked = not bool(mask.all())
-            lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
-            config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
-                                           batch_size=opts.batch_size, device=device)
-            stage = f"coding {len(members)} image(s) with {name}"
-            payload, stats = engine.compress(
-                model, tiles, mask if masked else None, config,
-                progress=lambda done, total, s=stage: progress(s, done, total),
-            )
-            coded_dims = int(mask.sum()) * c
-            problem = work_problem(coded_dims, opts.K, len(payload))
-            if problem:
-                # The reader refuses such a group (it could be a decompression bomb), so the
-                # writer never makes one: these images are nearly blank and LZMA2 stores them well.
-                for path in members:
-                    probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
-                    probes[path].routes = ()
-                continue
-            stored_total = sum(without_model(p)[0] for p in members)
-            if opts.model == "auto" and CHOOSE_BY_COST and len(payload) + ENTRY_MODEL_BYTES * len(members) >= stored_total:
-                # The trial settles it: the group's fixed costs (lanes, initial bits) outweigh
-                # what the model saves on these few images.
-                for path in members:
-                    probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
-                                           f"without it they take {stored_total} B")
-                continue
-            gi = len(groups)
-            per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
-            start = 0
-            for path, count in zip(members, counts):
-                tile_plan[path] = (gi, start, count)
-                est_bits[path] = float(per_tile[start:start + count].sum())
-                start += count
-            groups.append({
-                "model": name,
-                "model_hash": meta["hash"],
-                "encoder": opts.encoder,
-                "engine": stats["config"].to_dict(),
-                "tiles": int(len(tiles)),
-                "masked": masked,
-                "coded_dims": coded_dims,
-                "payload": blobs.add(payload),
-                "versions": versions,
-                "fingerprint": engine.fingerprint(config),
-                "neg_elbo_bits": float(stats["neg_elbo_bits"]),
-                "phantom_peak": int(stats["phantom_peak"]),
-            })
+                probes[path].reason = f"model {name} codes it below the archive's floor ({problem})"
+                probes[path].routes = ()
+            return
+        without = sum(self.without_model(p)[0] for p in members)
+        if self.cost_check and len(payload) + ENTRY_MODEL_BYTES * len(members) >= without:
+            # The group's fixed costs (lanes, initial bits) outweigh what the model saves on them.
+            for path in members:
+                probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
+                                       f"without it they take {without} B")
+            return
+        gi = len(self.groups)
+        per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
+        start = 0
+        for path, count in zip(members, counts):
+            self.tile_plan[path] = (gi, start, count)
+            self.est_bits[path] = float(per_tile[start:start + count].sum())
+            start += count
+        self.groups.append({
+            "model": name,
+            "model_hash": meta["hash"],
+            "encoder": opts.encoder,
+            "engine": stats["config"].to_dict(),
+            "tiles": int(len(tiles)),
+            "masked": masked,
+            "coded_dims": coded_dims,
+            "payload": self.blobs.add(payload),
+            "versions": {"bbans": __version__, "numpy": np.__version__, "torch": torch.__version__},
+            "fingerprint": engine.fingerprint(config),
+            "neg_elbo_bits": float(stats["neg_elbo_bits"]),
+            "phantom_peak": int(stats["phantom_peak"]),
+        })
 
-    # The bytes of model-coded files that are not pixels, one LZMA2 blob for all of them, in
-    # entry order (each recipe records only its frame's length).
-    # Images no model codes, whose pixels JPEG-XL keeps in fewer bytes than storing the file.
-    pictured = {}
-    for item in files:
-        enc = None if item.path in tile_plan else pixel_blob(item.path)
-        if enc is not None and len(enc) + len(probes[item.path].frame) < len(stored_blob(item.path)[0]):
-            pictured[item.path] = enc
-    frames = [probes[i.path].frame for i in files
-              if (i.path in tile_plan and probes[i.path].recipe is not None) or i.path in pictured]
-    frames_entry = None
-    if frames:
-        blob, spec = store(b"".join(frames))
-        frames_entry = {**blobs.add(blob), **spec, "size": sum(map(len, frames)),
-                        "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
+    # ---- what is left, and the entries ---------------------------------------------------------
+    def pick_jpeg_xl(self, files) -> None:
+        """Images no model codes whose pixels JPEG-XL keeps in fewer bytes than storing the file;
+        then the frames blob: the non-pixel bytes of every rebuilt file, one LZMA2 blob, in entry
+        order (each recipe records only its frame's length)."""
+        for item in files:
+            enc = None if item.path in self.tile_plan else self.pixel_blob(item.path)
+            if enc is not None and len(enc) + len(self.probes[item.path].frame) < len(self.stored_blob(item.path)[0]):
+                self.pictured[item.path] = enc
+        frames = [self.probes[i.path].frame for i in files
+                  if (i.path in self.tile_plan and self.probes[i.path].recipe is not None) or i.path in self.pictured]
+        if frames:
+            blob, spec = store(b"".join(frames))
+            self.frames_entry = {**self.blobs.add(blob), **spec, "size": sum(map(len, frames)),
+                                 "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
 
-    stored_n = 0
-    n_stored_total = sum(1 for i in files if i.path not in tile_plan and i.path not in pictured)
-    for item in sc.items:
+    def entry(self, item) -> dict:
         e: dict = {"path": item.path, "kind": item.kind if item.kind != "file" else ""}
         if item.kind == "symlink":
             e["target"] = item.target
-            entries.append(e)
-            continue
+            return e
         e["perm"] = stat.S_IMODE(item.st.st_mode) & 0o777
         e["mtime_ns"] = item.st.st_mtime_ns
         if item.kind == "dir":
-            entries.append(e)
-            continue
-        data = datas[item.path]
-        pr = probes[item.path]
+            return e
+        data, pr = self.datas[item.path], self.probes[item.path]
         e["size"] = len(data)
-        if item.path in tile_plan:
-            gi, start, count = tile_plan[item.path]
-            e["kind"] = "model"
-            e["group"] = gi
-            e["tiles"] = [start, count]
-            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
-            e["sha256"] = checksum(data)
+        image = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]} if pr.size else None
+        if item.path in self.tile_plan:
+            gi, start, count = self.tile_plan[item.path]
+            e.update(kind="model", group=gi, tiles=[start, count], image=image, sha256=checksum(data))
             if pr.recipe is not None:
                 # The rebuilt file's checksum covers its pixels too.
                 e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
@@ -429,47 +461,20 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
                 e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
                 e["image"]["meta"] = pr.meta
             # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
-            e["est_bits"] = max(0, int(round(est_bits[item.path])))
-        elif item.path in pictured:
-            e["kind"] = "image"
-            e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
-            e["sha256"] = checksum(data)
-            e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
-            e["data"] = {**blobs.add(pictured[item.path]), "codec": jxl.PIXEL_CODEC}
-            e["why"] = pr.reason or "no model codes it"
+            e["est_bits"] = max(0, int(round(self.est_bits[item.path])))
+        elif item.path in self.pictured:
+            e.update(kind="image", image=image, sha256=checksum(data), rebuild={**pr.recipe, "frame": len(pr.frame)},
+                     data={**self.blobs.add(self.pictured[item.path]), "codec": jxl.PIXEL_CODEC},
+                     why=pr.reason or "no model codes it")
         else:
-            progress("storing", stored_n, n_stored_total)
-            stored_n += 1
-            blob, spec = stored_blob(item.path)
-            del stored_blobs[item.path]
-            e["kind"] = "stored"
-            e["sha256"] = checksum(data)
-            e["data"] = {**blobs.add(blob), **spec}
-            e["why"] = pr.reason or "not an image"
+            self.progress("storing", self.stored_n, self.to_store)
+            self.stored_n += 1
+            blob, spec = self.stored_blob(item.path)
+            e.update(kind="stored", sha256=checksum(data), data={**self.blobs.add(blob), **spec},
+                     why=pr.reason or "not an image")
             if pr.is_image and pr.mode and pr.size:
-                e["image"] = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]}
+                e["image"] = image
         # What is written into the archive is let go of as it goes.
-        del datas[item.path], probes[item.path]
-        entries.append(e)
-    progress("storing", n_stored_total, n_stored_total)
-
-    # Payload order must be header order (groups, then entries): the reader insists on it.
-    uses_jxl = bool(pictured) or any(e.get("data", {}).get("codec") == jxl.JPEG_CODEC for e in entries)
-    version = FORMAT_VERSION if uses_jxl else PLAIN_FORMAT
-    header = {
-        "format": version,
-        "created_by": {"bbans": __version__},
-        "device": device if groups else None,
-        "groups": groups,
-        "entries": entries,
-    }
-    if frames_entry is not None:
-        header["frames"] = frames_entry
-    archive = pack(header, blobs.parts, version)
-    report = describe_header(header, len(archive), len(archive) - blobs.end)
-    report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
-    report["notes"] = notes
-    report["sha256"] = full_hashes
-    return archive, report
-
-
+        del self.datas[item.path], self.probes[item.path]
+        self.stored_blobs.pop(item.path, None)
+        return e
