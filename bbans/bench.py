@@ -39,8 +39,9 @@ JSON written by --json (REPORT_KEYS at the top level; one METHOD_KEYS dict per e
                     image_shape [C, H, W]; dims = n_images*C*H*W
   date              ISO 8601 local time with offset, when the run started
   argv              the exact command line (empty when called as a library)
-  settings          models, K list, limit, device, resolved_device, batch_size, lanes, threads,
-                    generic, data_dir (the command's options)
+  settings          models (list), model (the same, comma-separated: schema 1's key),
+                    default_models (no --model given), K list, limit (null: all), device,
+                    resolved_device, batch_size, lanes, threads, generic, data_dir (the command's options)
   engine_config     EngineConfig.to_dict() of the first model's K = 0 run
   machine           platform, processor, cpu_count, python, torch, torch_threads, numpy,
                     imagecodecs, pillow, gpu
@@ -120,7 +121,7 @@ WARM_UP_IMAGES = 32
 # The default run (default models, these K, generic codecs) takes a few minutes on a 2-core CPU
 # with DEFAULT_LIMIT images (benchmarks/RESULTS.md, "bbans bench defaults (issue 20)").
 DEFAULT_K = (0, 2)
-DEFAULT_LIMIT = {"binary-mnist": 1000, "mnist": 500, "cifar10": 100}
+DEFAULT_LIMIT = {"binary-mnist": 1000, "mnist": 2000, "cifar10": 200}
 
 # The pixel alphabet of each data set's images, as `bbans compress` would see them in files.
 _DATASET_MODE = {"binary-mnist": ("1", True), "mnist": ("L", False), "cifar10": ("RGB", False)}
@@ -833,10 +834,12 @@ def _images_words(report: dict) -> str:
     return f"{n} images"
 
 
-def _model_cell(r: dict, default: str | None) -> str:
+def _model_cell(r: dict, default: str | None, report: dict | None = None) -> str:
     m = r.get("model")
     if m is None:
-        return "-"
+        # A schema 1 report: one model, named in its settings.
+        m = ((report or {}).get("settings") or {}).get("model")
+        return m if isinstance(m, str) and m else "-"
     return f"{m} (default)" if r.get("default") or (default is not None and m == default) else m
 
 
@@ -863,7 +866,7 @@ def render(report: dict, console=None) -> None:
         if prev is not None and r.get("model") != prev:
             t.add_section()
         prev = r.get("model")
-        t.add_row(_model_cell(r, default), r["method"], str(r["K"]), _f(r["bits_per_dim"], ".4f"),
+        t.add_row(_model_cell(r, default, report), r["method"], str(r["K"]), _f(r["bits_per_dim"], ".4f"),
                   _f(r["neg_elbo_bits_per_dim"], ".4f"),
                   _f(r["overhead_pct"], "+.2f") + "%", _secs(r["compress_s_per_image"]),
                   _secs(r["decompress_s_per_image"]), _f(r["images_per_s"], ".1f"),
@@ -900,26 +903,24 @@ def render(report: dict, console=None) -> None:
         console.print(g)
     for line in summary_lines(report):
         console.print(line)
-    machine = machine_line(report)
-    if machine:
-        console.print(f"[dim]{machine}[/]")
+    for line in machine_lines(report):
+        console.print(f"[dim]{line}[/]")
 
 
-def machine_line(report: dict) -> str | None:
-    """One line: when and where the run was, from the report's own machine record."""
+def machine_lines(report: dict) -> list[str]:
+    """When and where the run was, from the report's own records (none for a bare report)."""
     m = report.get("machine")
     if not m:
-        return None
+        return []
+    run = [f"run {report['date']}"] if report.get("date") else []
     threads = (report.get("engine_config") or {}).get("threads")
+    run += [f"engine threads {threads}"] if threads is not None else []
     parts = [f"{m.get('cpu_count')} CPUs {m.get('processor')}", m.get("platform"), f"python {m.get('python')}",
              f"torch {m.get('torch')}", f"numpy {m.get('numpy')}", f"imagecodecs {m.get('imagecodecs')}",
              f"pillow {m.get('pillow')}"]
     if m.get("gpu"):
         parts.append(f"GPU {m['gpu']}")
-    if threads is not None:
-        parts.append(f"engine threads {threads}")
-    date = report.get("date")
-    return f"machine: {', '.join(parts)}" + (f"; run {date}" if date else "")
+    return ([", ".join(run)] if run else []) + [f"machine: {', '.join(parts)}"]
 
 
 def summary_lines(report: dict, markup: bool = True) -> list[str]:
@@ -1065,7 +1066,7 @@ def to_markdown(report: dict) -> str:
                   "decompress s/img | images/s | time × baseline | exact |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
         for r in report["methods"]:
-            lines.append(f"| {_model_cell(r, default)} | {r['method']} | {r['K']} | {_f(r['bits_per_dim'], '.4f')} | "
+            lines.append(f"| {_model_cell(r, default, report)} | {r['method']} | {r['K']} | {_f(r['bits_per_dim'], '.4f')} | "
                          f"{_f(r['neg_elbo_bits_per_dim'], '.4f')} | {_f(r['overhead_pct'], '+.2f')}% | "
                          f"{_secs(r['compress_s_per_image'])} | {_secs(r['decompress_s_per_image'])} | "
                          f"{_f(r['images_per_s'], '.1f')} | {_f(r['time_rel_baseline'], '.2f')} | "
@@ -1089,8 +1090,7 @@ def to_markdown(report: dict) -> str:
                          f"{'yes' if g['exact'] else '**NO**'} | {g['input']} |")
         lines.append("")
     summary = summary_lines(report, markup=False)
-    machine = machine_line(report)
-    summary += [machine] if machine else []
+    summary += machine_lines(report)
     if summary:
         lines += [s + "  " for s in summary[:-1]] + summary[-1:] + [""]
     return "\n".join(lines)

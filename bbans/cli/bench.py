@@ -44,7 +44,7 @@ class _Progress:
             return
         if label not in self.tasks:
             # The whole run's bar counts stages, so its time left is rough; each stage's is not.
-            text = f"[bold]{label}[/] (stages)" if label == _bench.OVERALL else label
+            text = f"[bold]{label}[/]" if label == _bench.OVERALL else label
             self.tasks[label] = self.bar.add_task(text, total=total)
         self.bar.update(self.tasks[label], completed=done, total=total)
 
@@ -183,8 +183,12 @@ def bench_cmd(dataset, model_names, ks, limit, all_images, device, batch_size, l
     if limit is not None:
         images = images[:limit]
 
-    default_model = _bench.auto_model(dataset, checkpoints.bundled())
-    chosen = list(model_names) or _bench.default_models(dataset, checkpoints.bundled())
+    bundled = checkpoints.bundled()
+    chosen = list(model_names) or _bench.default_models(dataset, bundled)
+    try:
+        default_model = _bench.auto_model(dataset, bundled)
+    except BBANSError:
+        default_model = None  # nothing bundled codes these images: the named models say why
     models, meta, skipped = {}, {}, {}
     for name in chosen:
         # A model named by the user must have learnt on this data set; the defaults are those
@@ -194,8 +198,9 @@ def bench_cmd(dataset, model_names, ks, limit, all_images, device, batch_size, l
     engine_kwargs = {"batch_size": batch_size, "lanes": lanes, "device": dev}
     if threads is not None:
         engine_kwargs["threads"] = threads
-    settings = {"models": chosen, "default_models": not model_names, "K": list(ks), "limit": limit,
-                "device": device, "resolved_device": dev, "batch_size": batch_size, "lanes": lanes,
+    # "model" (the names, comma-separated) is schema 1's key, kept for scripts that read it.
+    settings = {"models": chosen, "model": ",".join(chosen), "default_models": not model_names, "K": list(ks),
+                "limit": limit, "device": device, "resolved_device": dev, "batch_size": batch_size, "lanes": lanes,
                 "threads": threads, "generic": generic, "data_dir": data_dir}
     with _Progress(not quiet and sys.stderr.isatty()) as progress:
         report = _bench.run_bench(images, models, dataset=dataset, ks=ks, binary=is_binary(dataset), generic=generic,
