@@ -40,6 +40,15 @@ def test_png_chunks_nobody_reads_and_data_after_iend_come_back_byte_identical(tm
     assert entries["odd.png"]["kind"] == "model"
 
 
+def test_a_png_with_xmp_and_a_unitless_phys_is_model_coded_not_stored(tmp_path):
+    xmp = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta>hello</x:xmpmeta>"
+    odd = with_chunks(DIGIT, before_idat=[(b"pHYs", b"\x00\x00\x0b\x13\x00\x00\x0b\x13\x00")],
+                      after_idat=[(b"iTXt", xmp)])
+    back, entries = archive_round_trip(tmp_path, {"xmp.png": odd})
+    assert back["xmp.png"] == odd
+    assert entries["xmp.png"]["kind"] == "model"
+
+
 def test_pgm_comments_and_trailing_bytes_come_back_byte_identical(tmp_path):
     px = np.asarray(grey_image())
     pgm = b"P5\n# made by hand\n28   28\n# a second comment\n255\n" + px.tobytes() + b"\ntrailing text\n"
