@@ -107,20 +107,25 @@ def declared_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def _decode(blob: bytes, function: str, holds: str, what: str):
+    """imagecodecs' `function` on a stream whose declared size was checked; its errors named."""
+    ic = _imagecodecs()
+    if ic is None:
+        raise MismatchError(f"this archive holds {holds} with JPEG-XL; restoring it needs imagecodecs with "
+                            "JPEG-XL (pip install imagecodecs)")
+    try:
+        return getattr(ic, function)(blob)
+    except Exception:  # whatever libjxl says of a stream the checksum vouched for
+        raise ArchiveError(f"{what} is not a valid JPEG-XL stream") from None
+
+
 def restore(blob: bytes, size: int) -> bytes:
     """The JPEG file back from its JPEG-XL stream; exactly `size` bytes or an error."""
     width, height = declared_size(blob)
     values = 3 * width * height
     if values > VALUES_FIXED + VALUES_PER_BYTE * len(blob):
         raise ArchiveError(f"JPEG-XL stream of {len(blob)} bytes declares {values} values")
-    ic = _imagecodecs()
-    if ic is None:
-        raise MismatchError("this archive holds a JPEG recompressed with JPEG-XL; restoring it needs "
-                            "imagecodecs with JPEG-XL (pip install imagecodecs)")
-    try:
-        data = bytes(ic.jpegxl_decode_jpeg(blob))
-    except Exception:  # whatever libjxl says of a stream the checksum vouched for
-        raise ArchiveError("stored JPEG is not a valid JPEG-XL reconstruction stream") from None
+    data = bytes(_decode(blob, "jpegxl_decode_jpeg", "a JPEG recompressed", "stored JPEG"))
     if len(data) != size:
         raise ArchiveError(f"stored JPEG decodes to {len(data)} bytes, declared {size}")
     return data
@@ -144,14 +149,7 @@ def decode_pixels(blob: bytes, width: int, height: int, mode: str) -> np.ndarray
     """The canonical pixels of an image of this size and mode, from `encode_pixels`'s stream."""
     if declared_size(blob) != (width, height):
         raise ArchiveError(f"JPEG-XL stream declares {declared_size(blob)}, the entry {width}x{height}")
-    ic = _imagecodecs()
-    if ic is None:
-        raise MismatchError("this archive holds an image coded with JPEG-XL; restoring it needs "
-                            "imagecodecs with JPEG-XL (pip install imagecodecs)")
-    try:
-        pixels = np.asarray(ic.jpegxl_decode(blob))
-    except Exception:  # whatever libjxl says of a stream the checksum vouched for
-        raise ArchiveError("image entry is not a valid JPEG-XL stream") from None
+    pixels = np.asarray(_decode(blob, "jpegxl_decode", "an image coded", "image entry"))
     want = (height, width, 3) if mode == "RGB" else (height, width)
     if pixels.shape != want or pixels.dtype != np.uint8 or (mode == "1" and pixels.max(initial=0) > 1):
         raise ArchiveError(f"JPEG-XL stream decodes to {pixels.dtype} {pixels.shape}, not a {mode} image {width}x{height}")
