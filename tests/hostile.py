@@ -100,15 +100,11 @@ def _huge_image(h, p):
     # A 4116x4088 image claimed by a few hundred bytes of payload.
     e = _first_model(h)
     g = h["groups"][e["group"]]
-    old = e["tiles"][1]
+    old = -(-e["image"]["width"] // 28) * -(-e["image"]["height"] // 28)
     w, hh = 4116, 4088
     new = -(-w // 28) * -(-hh // 28)
     e["image"].update(width=w, height=hh)
     e["rebuild"]["filters"] = [[0, hh]]
-    for x in _model_entries(h):
-        if x["group"] == e["group"] and x["tiles"][0] > e["tiles"][0]:
-            x["tiles"][0] += new - old
-    e["tiles"][1] = new
     g["tiles"] += new - old
     g["engine"]["batches"] = [[1, g["tiles"]]]
     return h, p
@@ -262,6 +258,8 @@ CASES: list[Case] = [
     ("mtime beyond any clock", _set_entry("mtime_ns", 1 << 70)),
     ("size negative", _set_entry("size", -1)),
     ("tiles a string", _set_entry("tiles", "all")),
+    ("group checksum wrong", _set_group("sha256", "0" * 64)),
+    ("group checksum missing", lambda h, p: (h["groups"][0].pop("sha256"), (h, p))[1]),
     ("recipe kind unknown", _set_recipe("kind", "gif")),
     ("recipe zlib level 10", _set_recipe("zlib", {"level": 10, "wbits": 15, "mem": 8, "strategy": 0, "header": [120, 156]})),
     ("recipe zlib settings a string", _set_recipe("zlib", "default")),

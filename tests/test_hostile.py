@@ -7,6 +7,8 @@ trailing checksum holds and only the reader's own checks stand in the way.
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import numpy as np
@@ -118,6 +120,19 @@ def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp
         a, b = Image.open(src), Image.open(got)
         assert (a.format, a.mode, a.size) == (b.format, b.mode, b.size)
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+FORMAT2 = FIXTURES / "format2" / "made-by-7601879.bb"
+
+
+def test_an_archive_of_format_2_still_decodes_byte_for_byte(bbans_main, tmp_path):
+    """Made by the last format-2 bbans (commit 7601879, --model mnist-hier) from fixture files:
+    per-file checksums and tile ranges, which format 3 leaves out."""
+    code, out, err = bbans_main("info", FORMAT2, "--json")
+    assert code == 0 and json.loads(out)["format"] == 2
+    assert bbans_main("decompress", FORMAT2, "-o", tmp_path / "out")[0] == 0
+    for name, src in FORMAT1_SOURCES.items():
+        assert (tmp_path / "out" / name).read_bytes() == src.read_bytes()
 
 
 def test_a_negative_estimate_written_by_earlier_versions_still_decodes(bbans_main, tmp_path, base):

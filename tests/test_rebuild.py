@@ -181,14 +181,19 @@ def test_vectorised_filters_invert_under_the_reference_reconstruction(h, w, bpp,
 # ---- decoding checks the bytes ---------------------------------------------------------------
 
 
-def test_a_rebuild_that_differs_on_decoding_is_an_error_naming_the_file(tmp_path, monkeypatch):
-    src = tmp_path / "d.png"
-    src.write_bytes(DIGIT)
-    data, _ = writer.create([str(src)], writer.Options(model="mnist"))
+def test_a_rebuild_that_differs_on_decoding_is_an_error_naming_its_group_before_the_file_is_handed_out(
+        tmp_path, monkeypatch):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(DIGIT)
+    data, _ = writer.create([str(tmp_path / "a.png"), str(tmp_path / "b.png")], writer.Options(model="mnist"))
     real = rebuild.rebuild
     monkeypatch.setattr(rebuild, "rebuild", lambda *a: real(*a)[:-1] + b"X")
-    with container.Reader(data) as r, pytest.raises(MismatchError, match="d.png: the rebuilt file does not"):
-        list(reader.decode_entries(r))
+    handed_out = []
+    with container.Reader(data) as r, pytest.raises(MismatchError, match="rebuilt from the mnist group do not match"):
+        for d in reader.decode_entries(r):
+            handed_out.append(d.entry["path"])
+    # The group's checksum covers both files: the last is never handed out unchecked.
+    assert handed_out == ["a.png"]
 
 
 def test_verify_compares_whole_files_with_their_inputs(tmp_path, monkeypatch):

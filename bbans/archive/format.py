@@ -22,10 +22,7 @@ from bbans.errors import ArchiveError, BBANSError
 from bbans.io import jxl
 
 MAGIC = b"BBANS\x00"
-FORMAT_VERSION = 3  # the newest this bbans writes and reads
-# Format 3 adds what JPEG-XL codes (image entries, recompressed JPEGs); archives without them
-# are still written as format 2, which older readers open.
-PLAIN_FORMAT = 2
+FORMAT_VERSION = 3  # what this bbans writes; it reads every format up to it
 FILE_KINDS = ("model", "stored", "image")  # entries that are files
 # magic, format version, header length (compressed), header length (JSON), payload length
 _PREAMBLE = struct.Struct("<6sHIIQ")

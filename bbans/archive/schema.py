@@ -269,6 +269,8 @@ def validate_header(h, payload_len: int, version: int) -> None:
         need(is_int(g.get("coded_dims", 0)), f"{what}: bad coded_dims")
         need(_is_num(g.get("neg_elbo_bits", 0.0)), f"{what}: bad neg_elbo_bits")
         need(is_int(g.get("phantom_peak", 0), 0, (1 << 32) - 1), f"{what}: bad phantom_peak")
+        need("sha256" not in g or (version >= 3 and isinstance(g["sha256"], str) and len(g["sha256"]) == 64
+                                   and _HEX.match(g["sha256"]) is not None), f"{what}: bad checksum")
         for key in ("versions", "fingerprint"):
             v = g.get(key, {})
             need(isinstance(v, dict) and all(_is_str(k, 256) and (_is_str(x, 1024) or x is None or _is_num(x))
@@ -288,6 +290,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
     seen: dict[str, str] = {}
     next_tile = [0] * len(groups)
     group_values = [0] * len(groups)
+    rebuilt = [0] * len(groups)
     for i, e in enumerate(entries):
         need(isinstance(e, dict), f"entry {i}")
         path = e.get("path")
@@ -332,7 +335,12 @@ def validate_header(h, payload_len: int, version: int) -> None:
             img = e.get("image")
             _check_image(img, what, coded=True)
             need(is_int(e.get("size")), f"{what}: bad size")
-            need(_is_checksum(e.get("sha256")), f"{what}: checksum missing")
+            if version >= 3 and "rebuild" in e:
+                # Rebuilt files are checked by their group's checksum, over all of them in order.
+                need("sha256" not in e, f"{what}: a file checksum where its group's is the rule")
+                rebuilt[gi] += 1
+            else:
+                need(_is_checksum(e.get("sha256")), f"{what}: checksum missing")
             need(_is_num(e.get("est_bits", 0)), f"{what}: bad est_bits")
             if version >= 2 and "rebuild" in e:
                 need("meta" not in img, f"{what}: both a recipe and metadata")
@@ -344,17 +352,23 @@ def validate_header(h, payload_len: int, version: int) -> None:
             model = groups[gi]["model"]
             c, th, tw = registry.spec(model).tile
             need(model in registry.routes_for(img["mode"], True), f"{what}: model {model} cannot code mode {img['mode']}")
-            tiles = e.get("tiles")
-            need(isinstance(tiles, list) and len(tiles) == 2 and all(is_int(t) for t in tiles), f"{what}: bad tiles")
-            need(tiles[0] == next_tile[gi], f"{what}: tiles out of order")
-            need(tiles[1] == images.tile_count(img["width"], img["height"], (th, tw)), f"{what}: tile count disagrees with size")
-            next_tile[gi] += tiles[1]
+            count = images.tile_count(img["width"], img["height"], (th, tw))
+            if version >= 3:
+                # Tile ranges follow from entry order and image sizes.
+                need("tiles" not in e, f"{what}: tiles are implied in format 3")
+            else:
+                tiles = e.get("tiles")
+                need(isinstance(tiles, list) and len(tiles) == 2 and all(is_int(t) for t in tiles), f"{what}: bad tiles")
+                need(tiles[0] == next_tile[gi], f"{what}: tiles out of order")
+                need(tiles[1] == count, f"{what}: tile count disagrees with size")
+            next_tile[gi] += count
             need(next_tile[gi] <= groups[gi]["tiles"], f"{what}: more tiles than its group holds")
             group_values[gi] += img["width"] * img["height"] * c
         else:
             raise ArchiveError(f"{what}: unknown kind {str(kind)[:64]!r}")
     for gi, g in enumerate(groups):
         need(next_tile[gi] == g["tiles"], f"group {gi}: entries cover {next_tile[gi]} of {g['tiles']} tiles")
+        need(("sha256" in g) == (rebuilt[gi] > 0), f"group {gi}: checksum of its rebuilt files missing or stray")
         problem = work_problem(group_values[gi], g["engine"].get("K", 0), g["payload"]["length"])
         if problem:
             raise ArchiveError(f"group {gi} ({g['model']}) declares far more than its payload can hold: {problem}")

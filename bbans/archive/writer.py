@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bbans import __version__
-from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, PLAIN_FORMAT, Blobs, Progress, Warn, checksum, noop_progress,
+from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, Blobs, Progress, Warn, checksum, noop_progress,
                                   noop_warn, pack, store)
 from bbans.archive.reader import describe_header
 from bbans.archive.schema import check_name, work_problem
@@ -208,8 +208,7 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     entries = [b.entry(item) for item in sc.items]
     progress("storing", b.to_store, b.to_store)
     # Payload order must be header order (groups, frames, then entries): the reader insists on it.
-    uses_jxl = bool(b.pictured) or any(e.get("data", {}).get("codec") == jxl.JPEG_CODEC for e in entries)
-    version = FORMAT_VERSION if uses_jxl else PLAIN_FORMAT
+    version = FORMAT_VERSION
     header = {
         "format": version,
         "created_by": {"bbans": __version__},
@@ -408,6 +407,11 @@ class _Build:
             self.tile_plan[path] = (gi, start, count)
             self.est_bits[path] = float(per_tile[start:start + count].sum())
             start += count
+        # One checksum over every rebuilt file of the group, in entry order, instead of one each.
+        digest = hashlib.sha256()
+        for path in members:
+            if probes[path].recipe is not None:
+                digest.update(self.datas[path])
         self.groups.append({
             "model": name,
             "model_hash": meta["hash"],
@@ -421,6 +425,7 @@ class _Build:
             "fingerprint": engine.fingerprint(config),
             "neg_elbo_bits": float(stats["neg_elbo_bits"]),
             "phantom_peak": int(stats["phantom_peak"]),
+            **({"sha256": digest.hexdigest()} if any(probes[p].recipe is not None for p in members) else {}),
         })
 
     # ---- what is left, and the entries ---------------------------------------------------------
@@ -452,12 +457,13 @@ class _Build:
         e["size"] = len(data)
         image = {"format": pr.format, "mode": pr.mode, "width": pr.size[0], "height": pr.size[1]} if pr.size else None
         if item.path in self.tile_plan:
-            gi, start, count = self.tile_plan[item.path]
-            e.update(kind="model", group=gi, tiles=[start, count], image=image, sha256=checksum(data))
+            # Its tiles follow from entry order; a rebuilt file is checked by its group's checksum.
+            gi = self.tile_plan[item.path][0]
+            e.update(kind="model", group=gi, image=image)
             if pr.recipe is not None:
-                # The rebuilt file's checksum covers its pixels too.
                 e["rebuild"] = {**pr.recipe, "frame": len(pr.frame)}
             else:
+                e["sha256"] = checksum(data)
                 e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
                 e["image"]["meta"] = pr.meta
             # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
