@@ -70,10 +70,4 @@ train_to "$h3" "$(ep 103)" "${common[@]}" --pixel-groups 4 --lr 2e-4 --threads 2
 refit_to "$r" "$(ep 7)" --dataset binary-mnist --base "$h3" --alpha 0.5 --lr 3e-4 --batch-size 100 --seed 0 --eval-every 2 \
   --threads 2
 
-[ -f "$OUT/bundle.done" ] || {
-  python recipes/train_bundle.py "$NAME" "$h3" "$r" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
-  # Bucket scales chosen for the encoder the bundle codes with by default (the refit).
-  python recipes/set_latent_scales.py "$NAME" --calibrate --data-dir "$DATA_DIR" --models "$BUNDLE"
-  touch "$OUT/bundle.done"
-}
-echo "$NAME: bundle in $BUNDLE"
+bundle --calibrate "$h3" "$r"

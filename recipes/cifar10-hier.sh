@@ -55,10 +55,4 @@ train_to "$l" "$(ep 36)" "${common[@]}" --lr 4e-4
 refit_to "$r" "$(ep 2)" --dataset cifar10 --base "$l" --aggregate --alpha 0.5 --lr 1e-4 --batch-size 100 --seed 0 \
   --eval-every 1 --threads 2
 
-[ -f "$OUT/bundle.done" ] || {
-  python recipes/train_bundle.py "$NAME" "$l" "$r" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
-  # Bucket scales chosen for the encoder the bundle codes with by default (the refit).
-  python recipes/set_latent_scales.py "$NAME" --calibrate --data-dir "$DATA_DIR" --models "$BUNDLE"
-  touch "$OUT/bundle.done"
-}
-echo "$NAME: bundle in $BUNDLE"
+bundle --calibrate "$l" "$r"

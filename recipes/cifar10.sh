@@ -41,11 +41,6 @@ train_to "$b" "$(ep 48)" --dataset cifar10 --width 32 --lr 5e-4 --batch-size 64 
 refit_to "$r" "$(ep 7)" --dataset cifar10 --base "$b" --aggregate --alpha 0.5 --lr 1e-5 --batch-size 64 --eval-every 1 \
   --seed 0 --threads 1
 refit_to "$c" "$(ep 7)" --dataset cifar10 --base "$b" --alpha 0 --lr 1e-5 --batch-size 64 --eval-every 1 --seed 0 --threads 1
-[ -f "$OUT/test-elbo.json" ] ||
-  python recipes/train_eval.py "$b" "$r" "$c" --samples 3 --data-dir "$DATA_DIR" --json "$OUT/test-elbo.json"
+test_elbo "$OUT/test-elbo.json" 3 "$b" "$r" "$c"
 
-[ -f "$OUT/bundle.done" ] || {
-  python recipes/train_bundle.py "$NAME" "$b" "$r" "$c" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
-  touch "$OUT/bundle.done"
-}
-echo "$NAME: bundle in $BUNDLE"
+bundle "$b" "$r" "$c"

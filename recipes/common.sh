@@ -52,3 +52,24 @@ refit_to() {
   local dir=$1 n=$2; shift 2
   finished "$dir" "$n" || bbans refit "$@" --epochs "$n" --device "$DEVICE" --data-dir "$DATA_DIR" --out "$dir" $(resume "$dir")
 }
+
+# test_elbo FILE SAMPLES RUNS...: the test -ELBO of RUNS (recipes/train_eval.py) into FILE, once.
+test_elbo() {
+  local file=$1 samples=$2; shift 2
+  [ -f "$file" ] || python recipes/train_eval.py "$@" --samples "$samples" --data-dir "$DATA_DIR" --json "$file"
+}
+
+# bundle [--calibrate] RUNS...: recipes/train_bundle.py of RUNS into $BUNDLE, once; with
+# --calibrate, the bucket scales are then chosen for the encoder the bundle codes with by
+# default (the refit).
+bundle() {
+  local calibrate=
+  if [ "$1" = --calibrate ]; then calibrate=1; shift; fi
+  if [ ! -f "$OUT/bundle.done" ]; then
+    python recipes/train_bundle.py "$NAME" "$@" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
+    [ -z "$calibrate" ] || python recipes/set_latent_scales.py "$NAME" --calibrate --data-dir "$DATA_DIR" --models "$BUNDLE"
+    touch "$OUT/bundle.done"
+  fi
+  echo "$NAME: bundle in $BUNDLE"
+}
+

@@ -39,10 +39,4 @@ r=$OUT/hmnist-refit-a0.5
 train_to "$b" "$(ep 35)" --dataset mnist --family hierarchical --lr 1e-3 --batch-size 100 --seed 0 --eval-every 5 --threads 1
 refit_to "$r" "$(ep 9)" --dataset mnist --base "$b" --alpha 0.5 --lr 3e-4 --batch-size 100 --seed 0 --eval-every 2 --threads 1
 
-[ -f "$OUT/bundle.done" ] || {
-  python recipes/train_bundle.py "$NAME" "$b" "$r" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
-  # Bucket scales chosen for the encoder the bundle codes with by default (the refit).
-  python recipes/set_latent_scales.py "$NAME" --calibrate --data-dir "$DATA_DIR" --models "$BUNDLE"
-  touch "$OUT/bundle.done"
-}
-echo "$NAME: bundle in $BUNDLE"
+bundle --calibrate "$b" "$r"

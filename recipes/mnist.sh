@@ -39,11 +39,6 @@ refit_to "$c" "$(ep 15)" --dataset mnist --base "$b" --alpha 0 --lr 3e-4 --batch
 
 refit_to "$r" "$(ep 50)" --dataset mnist --base "$b" --alpha 0.5 --lr 3e-4 --batch-size 100 --seed 0 --threads 1
 refit_to "$c" "$(ep 50)" --dataset mnist --base "$b" --alpha 0 --lr 3e-4 --batch-size 100 --seed 0 --threads 1
-[ -f "$OUT/test-elbo.json" ] ||
-  python recipes/train_eval.py "$b" "$r" "$c" --samples 5 --data-dir "$DATA_DIR" --json "$OUT/test-elbo.json"
+test_elbo "$OUT/test-elbo.json" 5 "$b" "$r" "$c"
 
-[ -f "$OUT/bundle.done" ] || {
-  python recipes/train_bundle.py "$NAME" "$b" "$r" "$c" --data-dir "$DATA_DIR" --out "$BUNDLE" --notes "$NOTES"
-  touch "$OUT/bundle.done"
-}
-echo "$NAME: bundle in $BUNDLE"
+bundle "$b" "$r" "$c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -222,7 +223,8 @@ def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device
         sink = _stdout_binary(force, "an archive")
     opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
                           keep=keep, level=level)
-    with _progress(quiet, as_json) as prog, tempfile.TemporaryDirectory(prefix=".bbans-stdin-") as tmp:
+    piped_in = contextlib.nullcontext() if STREAM not in paths else tempfile.TemporaryDirectory(prefix=".bbans-stdin-")
+    with _progress(quiet, as_json) as prog, piped_in as tmp:
         roots = list(paths)
         if STREAM in roots:
             schema.check_name(stdin_name)

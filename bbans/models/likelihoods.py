@@ -145,8 +145,8 @@ class LogisticRGB(Logistic):
         def per_pixel(t):
             return t.to(torch.float64).movedim(1, -1).reshape(-1, c)
 
-        m = None if mask is None else np.repeat(_element_mask((n, 1, h, w), mask), c)
-        pix = None if m is None else m[::c]
+        pix = _element_mask((n, 1, h, w), mask)
+        m = None if pix is None else np.repeat(pix, c)
         inner = codecs.logistic_rgb(*(_coded(per_pixel(params[k]), pix) for k in ("mean", "log_scale", "coeffs")),
                                     precision)
 
