@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -34,6 +34,7 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
         groups.append({
             "model": g["model"], "model_hash": g["model_hash"], "encoder": g["encoder"],
             "K": eng.get("K"), "device": eng.get("device"), "lanes": eng.get("lanes"),
+            "arithmetic": eng.get("arithmetic", "float"),
             "batch_size": eng.get("batch_size"), "tiles": g["tiles"], "payload_bytes": plen,
             "coded_dims": dims, "bits_per_dim": (8 * plen / dims) if dims else None,
             "versions": g.get("versions", {}),
@@ -96,7 +97,7 @@ class Decoded:
     exact: bool = True  # the original file's bytes (False: a rewrite with the same pixels and metadata)
 
 
-def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[int, np.ndarray]:
+def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: str = "auto") -> dict[int, np.ndarray]:
     if not r.groups:
         return {}
     # torch and the models load only here, for an archive whose checks all passed and that has
@@ -110,17 +111,22 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str) -> dict[in
     out = {}
     for gi, g in enumerate(r.groups):
         config = engine.EngineConfig.from_dict(g["engine"])
-        device = config.device
-        if device == "cuda":
-            if not torch.cuda.is_available():
-                raise MismatchError(
-                    f"{mismatch_name} was coded on a GPU (device class cuda); its arithmetic is only "
-                    "reproduced on one and no CUDA device is visible here"
-                )
+        if engine.portable(config):
+            # The same bits anywhere: decode where asked, or where it is fastest.
+            config = replace(config, device=engine.resolve_device(device))
+        elif device not in ("auto", config.device):
+            raise MismatchError(f"{mismatch_name}: the {g['model']} group was coded in float arithmetic on device "
+                                f"class {config.device}; it is reproduced only there, not on {device}")
+        elif config.device == "cuda" and not torch.cuda.is_available():
+            raise MismatchError(
+                f"{mismatch_name} was coded on a GPU (device class cuda) in float arithmetic; it is only "
+                "reproduced on one and no CUDA device is visible here"
+            )
+        device_here = config.device
         have = checkpoints.bundled()
         if g["model"] not in have:
             raise MismatchError(f"{mismatch_name} needs model {g['model']!r}, which this bbans does not bundle")
-        model, meta = models.get(g["model"], g["encoder"], device)
+        model, meta = models.get(g["model"], g["encoder"], device_here)
         if meta["hash"] != g["model_hash"]:
             raise MismatchError(
                 f"{mismatch_name} was coded with {g['model']} ({g['encoder']}) weights "
@@ -163,9 +169,12 @@ def _fingerprint_diff(group: dict, config) -> str:
     return f" (differences: {'; '.join(diff)})" if diff else ""
 
 
-def decode_entries(r: Reader, progress: Progress = noop_progress) -> Iterator[Decoded]:
-    """Every entry, decoded and checked against its checksum (MismatchError names the entry)."""
-    groups = _decode_groups(r, progress, r.name)
+def decode_entries(r: Reader, progress: Progress = noop_progress, device: str = "auto") -> Iterator[Decoded]:
+    """Every entry, decoded and checked against its checksum (MismatchError names the entry).
+
+    device: where model groups are decoded (auto: a GPU where there is one, for groups in the
+    exact arithmetic; the device class they were coded on, for float ones)."""
+    groups = _decode_groups(r, progress, r.name, device)
     frames = b""
     if r.header.get("frames") is not None:
         spec = r.header["frames"]
@@ -277,7 +286,8 @@ def verify(source, progress: Progress = noop_progress, expect: dict[str, str] | 
         return n
 
 
-def read_one(source, progress: Progress = noop_progress, name: str | None = None) -> tuple[str, bytes]:
+def read_one(source, progress: Progress = noop_progress, name: str | None = None,
+             device: str = "auto") -> tuple[str, bytes]:
     """The path and bytes of an archive's only file, decoded and checked whole before they are
     returned (what `decompress -c` writes to standard output)."""
     with Reader(source, name) as r:
@@ -286,7 +296,7 @@ def read_one(source, progress: Progress = noop_progress, name: str | None = None
             raise BBANSError(f"{r.name} holds {len(files)} files; writing to standard output needs an archive "
                              "of exactly one (extract it with -o DIR)")
         found = None
-        for d in decode_entries(r, progress):
+        for d in decode_entries(r, progress, device):
             if d.entry is files[0]:
                 found = d.entry["path"], d.data if d.data is not None else b"".join(d.chunks)
         return found

@@ -163,6 +163,7 @@ class Options:
     seed: int = 0
     keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
     level: int = 7  # JPEG-XL effort (1 fastest .. 9 smallest) for images no model codes better
+    arithmetic: str = "exact-1"  # bbans.coding.arithmetic: "float" decodes only where it was made
 
 
 # What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
@@ -339,7 +340,9 @@ class _Build:
         (amortized, K = 0) before any coding."""
         self.progress(f"estimating {name}", 0, 1)
         est = engine.estimate_bits(model, np.concatenate([tiled[p][0] for p in members]),
-                                   engine.EngineConfig(seed=self.opts.seed, device=self.device))
+                                   # An estimate only this end makes: torch's fast float kernels do.
+                                   engine.EngineConfig(seed=self.opts.seed, device=self.device, arithmetic="float",
+                                                       dtype="float32"))
         self.progress(f"estimating {name}", 1, 1)
         start, kept = 0, []
         for path in members:
@@ -380,7 +383,8 @@ class _Build:
         masked = not bool(mask.all())
         lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
         config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
-                                     batch_size=opts.batch_size, device=self.device)
+                                     batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
+                                     dtype="float32" if opts.arithmetic == "float" else "float64")
         stage = f"coding {len(members)} image(s) with {name}"
         payload, stats = engine.compress(model, tiles, mask if masked else None, config,
                                          progress=lambda done, total: self.progress(stage, done, total))

@@ -184,7 +184,10 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("--encoder", type=click.Choice(["refit", "baseline"]), default="refit", show_default=True,
               help="Which bundled encoder computes the posteriors.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the arithmetic runs; decompression needs the same device class.")
+              help="Where the arithmetic runs; the archive decodes on any device.")
+@click.option("--arithmetic", type=click.Choice(["exact-1", "float"]), default="exact-1", show_default=True,
+              help="exact-1: the archive decodes bit-exactly on any machine, CPU or GPU; float: torch's "
+                   "own kernels, faster, but decodes only on the same kind of machine and device class.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=256, show_default=True,
               help="Tiles per engine batch.")
 @click.option("--lanes", type=click.IntRange(1, 1 << 16), default=None,
@@ -200,8 +203,8 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
 @click.option("-v", "--verbose", is_flag=True, help="List every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, batch_size, lanes, keep, level,
-                 verify, force, quiet, verbose, as_json):
+def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, arithmetic, batch_size, lanes,
+                 keep, level, verify, force, quiet, verbose, as_json):
     """Compress image files and folders PATH... into one archive."""
     from bbans.archive import atomic, reader, writer
 
@@ -222,7 +225,7 @@ def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device
     else:
         sink = _stdout_binary(force, "an archive")
     opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
-                          keep=keep, level=level)
+                          keep=keep, level=level, arithmetic=arithmetic)
     piped_in = contextlib.nullcontext() if STREAM not in paths else tempfile.TemporaryDirectory(prefix=".bbans-stdin-")
     with _progress(quiet, as_json) as prog, piped_in as tmp:
         roots = list(paths)
@@ -292,7 +295,8 @@ def _default_outdir(path: str) -> str:
 
 
 def _check_device(source, name, device: str) -> None:
-    """--device other than auto: the archive's groups must have been coded on that device class."""
+    """--device other than auto: it must be usable here, and the archive's float groups must have
+    been coded on that device class (exact ones decode anywhere)."""
     from bbans.archive import reader
 
     if device == "auto":
@@ -303,7 +307,7 @@ def _check_device(source, name, device: str) -> None:
         if not torch.cuda.is_available():
             raise BBANSError("--device cuda asked for, but torch sees no CUDA device here")
     for g in reader.info(source, name)["groups"]:
-        if g["device"] != device:
+        if g["arithmetic"] == "float" and g["device"] != device:
             raise MismatchError(f"{name or source}: the {g['model']} group was coded on device class "
                                 f"{g['device']}; its arithmetic is reproduced only there, not on {device}")
 
@@ -330,7 +334,8 @@ one-file archive to standard output, after it is decoded and checked."""))
 @click.option("-c", "--stdout", "to_stdout", is_flag=True,
               help="Write the archive's only file to standard output.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: the device class the archive was coded on; cpu or cuda: insist on that one.")
+              help="Where to decode: auto is a GPU where there is one (archives in float arithmetic: "
+                   "the device class they were coded on); cpu or cuda insist on that one.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing files in the output folder (or write to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
@@ -347,7 +352,7 @@ def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_jso
         source, name = _source(archive_path)
         _check_device(source, name, device)
         with _progress(quiet, False) as prog:
-            path, data = reader.read_one(source, prog, name)
+            path, data = reader.read_one(source, prog, name, device)
         sink.write(data)
         sink.flush()
         if not quiet:
@@ -360,7 +365,7 @@ def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_jso
     source, name = _source(archive_path)
     _check_device(source, name, device)
     with _progress(quiet, as_json) as prog:
-        rep = extract.extract(source, outdir, force=force, progress=prog, warn=_warn, name=name)
+        rep = extract.extract(source, outdir, force=force, progress=prog, warn=_warn, name=name, device=device)
     if as_json:
         _dump_json(rep)
     elif not quiet:

@@ -6,12 +6,13 @@ the number of lanes is the message's business, not the data's. Symbols are flat 
 arrays in C order of the parameter tensors; pushing accepts any array (NumPy or torch) of the
 right size.
 
-Probabilities are computed with torch on the parameters' device, quantised by `quantize_cdf`,
-and only the integer starts/freqs cross to NumPy. The float CDFs are evaluated in float64: the
-encoder and decoder must build bit-identical integer tables, and torch may evaluate the same
-element through a vectorised or a scalar kernel depending on its position and the thread count;
-in float64 those paths differ by an ulp at most, far too little to move a floor() at <= 31 bits
-in practice, whereas in float32 it would flip table entries regularly.
+Probabilities are computed with torch on the parameters' device, in the current arithmetic
+(bbans.coding.arithmetic), quantised by `quantize_cdf`, and only the integer starts/freqs cross
+to NumPy. The CDFs are evaluated in float64: the encoder and decoder must build bit-identical
+integer tables. In the exact arithmetic they are, by construction, on any machine. In the float
+one (archives before it) torch may evaluate the same element through a vectorised or a scalar
+kernel depending on its position, the thread count and the instruction set; in float64 those
+paths differ by an ulp at most, which moves a floor() rarely but not never.
 
 Tables of K+1 entries per symbol are built in blocks of rows (about `_BLOCK_ENTRIES` entries), so
 a batch of a million 8-bit pixels never materialises a million-row table, and push and pop build
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from bbans.coding import distributions as D
+from bbans.coding.arithmetic import current
 from bbans.coding.ans import Message, check_precision
 from bbans.coding.compose import Codec, flat_ints
 from bbans.errors import ANSError
@@ -351,8 +353,10 @@ def gaussian_posterior(mu: torch.Tensor, std: torch.Tensor, prior_prec: int, q_p
     if scale != 1.0:
         edges = edges * float(scale)
 
+    ndtr = current().ndtr  # the arithmetic when the codec is made, also when its tables are built
+
     def build(a: int, b: int) -> np.ndarray:
         z = (edges - mu64[a:b, None]) / std64[a:b, None]
-        return quantize_cdf(torch.special.ndtr(z), qp)
+        return quantize_cdf(ndtr(z), qp)
 
     return _table_codec(_TableStream(n, 1 << pp, qp, build, validate=False))

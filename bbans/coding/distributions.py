@@ -3,6 +3,9 @@
 Keeping one definition of each density here means the rate the trainer optimises is the rate
 the coder pays, up to the integer quantisation done in `bbans.coding.codecs`.
 
+Each function computes in the current arithmetic (bbans.coding.arithmetic): torch's float
+kernels for training, the exact one when an archive asks for it.
+
 Pixel values are 8-bit integers 0..255. The logistic works on the scaled value
 x / 127.5 - 1 in [-1, 1], with bins of width 2/255 (PixelCNN++ convention); the lowest and
 highest bins extend to -inf and +inf so every value keeps mass.
@@ -13,7 +16,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from bbans.coding.arithmetic import bucket_points, current, is_exact
 
 LEVELS = 256
 HALF_BIN = 1.0 / 255.0
@@ -32,29 +36,31 @@ def rgb_dependent_means(mean: torch.Tensor, coeffs: torch.Tensor, x: torch.Tenso
     """
     xs = scale_pixels(x) if not torch.is_floating_point(x) else x
     r, g = xs[:, 0], xs[:, 1]
-    a, b, c = torch.tanh(coeffs[:, 0]), torch.tanh(coeffs[:, 1]), torch.tanh(coeffs[:, 2])
+    A = current()
+    a, b, c = A.tanh(coeffs[:, 0]), A.tanh(coeffs[:, 1]), A.tanh(coeffs[:, 2])
     return torch.stack([mean[:, 0], mean[:, 1] + a * r, mean[:, 2] + b * r + c * g], dim=1)
 
 
 def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Elementwise log P(x) in nats for 8-bit x under a discretised logistic (mean, log_scale)."""
+    A = current()
     xs = scale_pixels(x)
-    inv_s = torch.exp(-log_scale)
+    inv_s = A.exp(-log_scale)
     centred = xs - mean
     plus = inv_s * (centred + HALF_BIN)
     minus = inv_s * (centred - HALF_BIN)
-    cdf_plus = torch.sigmoid(plus)
-    cdf_minus = torch.sigmoid(minus)
-    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus), for x == 0
-    log_one_minus_cdf_minus = -F.softplus(minus)  # log(1 - sigmoid(minus)), for x == 255
+    cdf_plus = A.sigmoid(plus)
+    cdf_minus = A.sigmoid(minus)
+    log_cdf_plus = plus - A.softplus(plus)  # log sigmoid(plus), for x == 0
+    log_one_minus_cdf_minus = -A.softplus(minus)  # log(1 - sigmoid(minus)), for x == 255
     delta = cdf_plus - cdf_minus
     mid = inv_s * centred
     # Far in a tail the difference of sigmoids underflows; use the density times the bin width.
-    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)
+    log_pdf_mid = mid - log_scale - 2.0 * A.softplus(mid)
     log_delta = torch.where(
         delta > 1e-5,
-        torch.log(torch.clamp(delta, min=1e-12)),
-        log_pdf_mid + torch.log(torch.tensor(2 * HALF_BIN, dtype=mid.dtype, device=mid.device)),
+        A.log(torch.clamp(delta, min=1e-12)),
+        log_pdf_mid + A.log(torch.tensor(2 * HALF_BIN, dtype=mid.dtype, device=mid.device)),
     )
     xi = x.to(torch.int64) if not torch.is_floating_point(x) else x.round().to(torch.int64)
     return torch.where(xi == 0, log_cdf_plus, torch.where(xi == LEVELS - 1, log_one_minus_cdf_minus, log_delta))
@@ -62,7 +68,8 @@ def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_scale: to
 
 def discretized_logistic_cdf(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """CDF at the 257 bin edges, shape (..., 257); first column 0 and last 1 exactly."""
-    return torch.sigmoid((_cdf_edges(mean) - mean.unsqueeze(-1)) * torch.exp(-log_scale).unsqueeze(-1))
+    A = current()
+    return A.sigmoid((_cdf_edges(mean) - mean.unsqueeze(-1)) * A.exp(-log_scale).unsqueeze(-1))
 
 
 def _cdf_edges(like: torch.Tensor) -> torch.Tensor:
@@ -76,11 +83,13 @@ def _cdf_edges(like: torch.Tensor) -> torch.Tensor:
 def bernoulli_logp(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Elementwise log P(x) in nats for binary x in {0, 1} (or {0, 255})."""
     target = (x > 0).to(logits.dtype)
-    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return -current().bce_with_logits(logits, target)
 
 
 def std_normal_bucket_edges(prior_prec: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """Edges of 2**prior_prec equal-mass buckets of N(0, 1): (2**prior_prec + 1,), ends at +-inf."""
+    if is_exact():
+        return bucket_points(prior_prec, "edges", device).to(dtype)
     n = 1 << prior_prec
     q = torch.arange(0, n + 1, dtype=dtype, device=device) / n
     return torch.special.ndtri(q)  # ndtri(0) = -inf, ndtri(1) = +inf
@@ -88,6 +97,8 @@ def std_normal_bucket_edges(prior_prec: int, dtype=torch.float64, device=None) -
 
 def std_normal_bucket_centres(prior_prec: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """Median of each equal-mass bucket: the latent value the decoder sees for bucket k."""
+    if is_exact():
+        return bucket_points(prior_prec, "centres", device).to(dtype)
     n = 1 << prior_prec
     q = (torch.arange(0, n, dtype=dtype, device=device) + 0.5) / n
     return torch.special.ndtri(q)
@@ -95,7 +106,7 @@ def std_normal_bucket_centres(prior_prec: int, dtype=torch.float64, device=None)
 
 def gaussian_kl_std_normal(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, std^2) || N(0, 1)) elementwise, in nats."""
-    return 0.5 * (mu * mu + std * std - 1.0) - torch.log(std)
+    return 0.5 * (mu * mu + std * std - 1.0) - current().log(std)
 
 
 def discretized_logistic_mix_logp(x: torch.Tensor, logit_w: torch.Tensor, mean: torch.Tensor,
@@ -105,17 +116,18 @@ def discretized_logistic_mix_logp(x: torch.Tensor, logit_w: torch.Tensor, mean: 
     x: (N, C, H, W) pixels; logit_w, mean, log_scale: (N, M, C, H, W), mixture on dim 1.
     """
     comp = discretized_logistic_logp(x.unsqueeze(1).expand_as(mean), mean, log_scale)
-    return torch.logsumexp(torch.log_softmax(logit_w, dim=1) + comp, dim=1)
+    return current().mixture_logp(logit_w, comp, dim=1)
 
 
 def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Mixture CDF at the 257 bin edges. Inputs (..., M), mixture on the last axis; output (..., 257)."""
-    w = torch.softmax(logit_w, dim=-1)
+    A = current()
+    w = A.softmax(logit_w, dim=-1)
     edges = _cdf_edges(mean)
     mixed = None
     for m in range(mean.shape[-1]):
-        cdf = torch.sigmoid((edges - mean[..., m, None]) * torch.exp(-log_scale[..., m, None]))
-        mixed = cdf.mul_(w[..., m, None]) if mixed is None else mixed.addcmul_(cdf, w[..., m, None])
+        cdf = A.sigmoid((edges - mean[..., m, None]) * A.exp(-log_scale[..., m, None]))
+        mixed = cdf.mul_(w[..., m, None]) if mixed is None else A.add_product_(mixed, cdf, w[..., m, None])
     # The ends are exact: the weights' sum may miss 1 by an ulp.
     mixed[..., 0] = 0.0
     mixed[..., -1] = 1.0
@@ -124,10 +136,11 @@ def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_
 
 def gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, std^2) elementwise, in nats."""
+    A = current()
     e = (z - mu) / std
-    return -0.5 * e * e - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return -0.5 * e * e - A.log(std) - A.half_log_2pi
 
 
 def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
     """Differential entropy of N(., std^2) elementwise, in nats."""
-    return torch.log(std) + 0.5 * math.log(2 * math.pi * math.e)
+    return current().log(std) + 0.5 * math.log(2 * math.pi * math.e)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import torch
 
-from bbans.coding import codecs
+from bbans.coding import arithmetic, codecs
 from bbans.coding.ans import Message
 from bbans.coding.bitsback import bit_swap
 from bbans.coding.compose import Codec
@@ -58,11 +58,15 @@ class EngineConfig:
     lanes: int = 128
     batch_size: int = 256
     device: str = "cpu"
-    dtype: str = "float32"
-    # CPU kernels may split reductions by thread, so the thread count is part of the arithmetic.
+    dtype: str = "float64"
+    # Float kernels may split reductions by thread, so the thread count is part of the float
+    # arithmetic (not of the exact one).
     threads: int = 2
     # The batch sizes the compressor chose, as ((size, repeat), ...); empty: `batch_partition`.
     batches: tuple = ()
+    # bbans.coding.arithmetic: "exact-1" decodes on any machine; "float" (every archive before
+    # the setting existed) only where the same kernels run.
+    arithmetic: str = arithmetic.DEFAULT
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,6 +80,11 @@ class EngineConfig:
         if unknown:
             raise MismatchError(f"engine settings not understood by this bbans: {sorted(unknown)}")
         d = dict(d)
+        d.setdefault("arithmetic", "float")
+        if d["arithmetic"] not in arithmetic.ARITHMETICS:
+            raise MismatchError(f"archive computed in arithmetic {d['arithmetic']!r}, unknown to this bbans")
+        if d["arithmetic"] != "float" and d.get("dtype", "float64") != "float64":
+            raise MismatchError(f"arithmetic {d['arithmetic']} computes in float64, not {d['dtype']}")
         if "batches" in d:
             try:
                 d["batches"] = tuple((int(a), int(b)) for a, b in d["batches"])
@@ -117,7 +126,8 @@ def resolve_device(device: str) -> str:
 
 
 def fingerprint(config: EngineConfig) -> dict:
-    """What else the float arithmetic depends on; recorded so a mismatch can be named."""
+    """Where the archive was coded; for the float arithmetic, what else it depends on, recorded
+    so a mismatch can be named."""
     fp = {"torch": torch.__version__, "numpy": np.__version__, "machine": platform.machine()}
     if config.device == "cpu":
         fp["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -163,13 +173,21 @@ def batch_partition(n: int, batch_size: int) -> list[int]:
     return sizes
 
 
+def portable(config: EngineConfig) -> bool:
+    """Whether the archive's arithmetic gives the same bits on every machine and device."""
+    return config.arithmetic != "float"
+
+
 @contextlib.contextmanager
 def deterministic(config: EngineConfig):
-    """Pin every knob that changes float results: algorithms, threads, TF32."""
+    """The archive's arithmetic, and every knob that changes float results pinned: algorithms,
+    threads, TF32, and for the exact arithmetic on a GPU no cuDNN (whose FFT and Winograd
+    convolutions are not sums of products)."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     prev_bench = torch.backends.cudnn.benchmark
+    prev_cudnn = torch.backends.cudnn.enabled
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(config.threads)
     if config.device == "cuda":
@@ -179,9 +197,13 @@ def deterministic(config: EngineConfig):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
+    if portable(config):
+        torch.backends.cudnn.enabled = False
     try:
-        yield
+        with arithmetic.using(arithmetic.named(config.arithmetic)):
+            yield
     finally:
+        torch.backends.cudnn.enabled = prev_cudnn
         torch.set_num_threads(prev_threads)
         if config.device == "cuda":
             torch.use_deterministic_algorithms(prev_det)
@@ -211,7 +233,7 @@ class Session:
     def __init__(self, model, config: EngineConfig):
         if config.device not in ("cpu", "cuda"):
             raise MismatchError(f"archive was made on device class {config.device!r}, unknown here")
-        if config.device == "cuda" and not torch.cuda.is_available():
+        if config.device == "cuda" and not torch.cuda.is_available() and not portable(config):
             raise MismatchError(
                 "this archive was compressed on a GPU (device class cuda) and its arithmetic can only "
                 "be reproduced on one; no CUDA device is visible here"

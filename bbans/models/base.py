@@ -10,11 +10,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bbans.coding import distributions as D
 from bbans.coding.compose import Codec
 from bbans.errors import BBANSError
+from bbans.models import layers
 from bbans.models.likelihoods import Likelihood
 
 STD_FLOOR = 1e-5  # keeps q(z|x) strictly positive after float32 softplus underflow
@@ -64,7 +64,7 @@ class VAE(nn.Module):
     def encode(self, x_uint8: torch.Tensor, noise_std: float = 0.0, generator=None):
         raw = self.encoder(self._encoder_input(x_uint8, noise_std, generator))
         mu, s = raw.chunk(2, dim=1)
-        return mu, F.softplus(s) + STD_FLOOR
+        return mu, layers.softplus(s) + STD_FLOOR
 
     def decode(self, z: torch.Tensor) -> dict:
         raise NotImplementedError
@@ -102,11 +102,11 @@ class VAE(nn.Module):
 class ResBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
-        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.c1 = layers.Conv2d(ch, ch, 3, padding=1)
+        self.c2 = layers.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
-        return x + self.c2(F.elu(self.c1(F.elu(x))))
+        return x + self.c2(layers.elu(self.c1(layers.elu(x))))
 
 
 def bits_per_dim(nats: torch.Tensor | float, dims: int) -> float:

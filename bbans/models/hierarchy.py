@@ -25,12 +25,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bbans.coding import distributions as D
 from bbans.coding.compose import Codec, mapped, pushes, sequence
 from bbans.errors import BBANSError
-from bbans.models import likelihoods
+from bbans.models import layers, likelihoods
 from bbans.models.base import STD_FLOOR, VAE, ResBlock
 
 HIER_LIKELIHOODS = ("bernoulli", "logistic_mix")
@@ -62,26 +61,27 @@ def _pixels(values, shape, device) -> torch.Tensor:
 
 
 def _group_head(cin: int, width: int, cout: int) -> nn.Sequential:
-    last = nn.Conv2d(width, cout, 1)
+    last = layers.Conv2d(width, cout, 1)
     # Zero-initialised: a head added to a trained model starts as "no correction".
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.ELU(), nn.Conv2d(width, width, 3, padding=1),
-                         nn.ELU(), last)
+    return nn.Sequential(layers.Conv2d(cin, width, 3, padding=1), layers.ELU(),
+                         layers.Conv2d(width, width, 3, padding=1), layers.ELU(), last)
 
 
 def _stack(cin: int, width: int, cout: int, blocks: int, resample: str) -> nn.Sequential:
     # Resampling happens at the stack's ends, so no full-width tensor lives at the finer resolution
     # (on a CPU those tensors were most of the training time).
-    first = nn.Conv2d(cin, width, 4, stride=2, padding=1) if resample == "down" else nn.Conv2d(cin, width, 3, padding=1)
-    last = (nn.ConvTranspose2d(width, cout, 4, stride=2, padding=1) if resample == "up"
-            else nn.Conv2d(width, cout, 3, padding=1))
-    return nn.Sequential(first, *[ResBlock(width) for _ in range(blocks)], nn.ELU(), last)
+    first = (layers.Conv2d(cin, width, 4, stride=2, padding=1) if resample == "down"
+             else layers.Conv2d(cin, width, 3, padding=1))
+    last = (layers.ConvTranspose2d(width, cout, 4, stride=2, padding=1) if resample == "up"
+            else layers.Conv2d(width, cout, 3, padding=1))
+    return nn.Sequential(first, *[ResBlock(width) for _ in range(blocks)], layers.ELU(), last)
 
 
 def _gaussian(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mu, s = raw.chunk(2, dim=1)
-    return mu, F.softplus(s) + STD_FLOOR
+    return mu, layers.softplus(s) + STD_FLOOR
 
 
 class HierarchicalVAE(VAE):

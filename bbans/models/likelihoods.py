@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bbans.coding import codecs, distributions as D
+from bbans.coding.arithmetic import current
 from bbans.coding.compose import Codec, flat_ints, mapped, masked
 from bbans.errors import BBANSError
 
@@ -84,7 +85,7 @@ class Bernoulli(Likelihood):
         return torch.bernoulli(torch.sigmoid(params["logits"]), generator=generator).to(torch.uint8)
 
     def codec(self, params, precision, mask=None):
-        p = torch.sigmoid(params["logits"].double())
+        p = current().sigmoid(params["logits"].double())
         m = _element_mask(tuple(p.shape), mask)
         return masked(codecs.bernoulli(_coded(p.reshape(-1), m), precision), m)
 
