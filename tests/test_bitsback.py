@@ -196,11 +196,20 @@ def test_k_step_inference_is_reproducible_and_improves_the_elbo():
     assert s1["neg_elbo_bits"] < s0["neg_elbo_bits"]
 
 
-def test_cuda_archive_is_refused_without_a_gpu():
+def test_float_cuda_archive_is_refused_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(MismatchError, match="GPU"):
-        engine.decompress(TinyVAE("bernoulli"), b"", 1, (1, 6, 5), config=EngineConfig(device="cuda"))
+        engine.decompress(TinyVAE("bernoulli"), b"", 1, (1, 6, 5),
+                          config=EngineConfig(device="cuda", arithmetic="float", dtype="float32"))
+
+
+def test_exact_cuda_archive_decodes_on_a_cpu():
+    x = np.random.default_rng(0).integers(0, 2, (3, 1, 6, 5), dtype=np.uint8)
+    model = TinyVAE("bernoulli")
+    payload, stats = engine.compress(model, x, config=EngineConfig(lanes=4))
+    config = dataclasses.replace(stats["config"], device="cuda")
+    assert np.array_equal(engine.decompress(model, payload, 3, (1, 6, 5), config=config), x)
 
 
 def test_unknown_engine_settings_are_refused():

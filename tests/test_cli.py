@@ -250,7 +250,7 @@ def test_info_on_a_real_archive(bbans_main, tree, tmp_path, fake_models):
     assert bbans_main("compress", tree / "digits", tree / "colour", "-o", bb, "--K", 1, "--batch-size", 4, "--lanes", 32)[0] == 0
     code, out, _ = bbans_main("info", bb)
     assert code == 0
-    assert "format 3" in out and "device class cpu" in out
+    assert "format 3" in out and "coded on cpu" in out and "exact-1 arithmetic" in out
     assert "model mnist-hier" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
     assert "d0.png" in out and "c1.ppm" in out
     code, out, _ = bbans_main("info", bb, "--json")

@@ -156,9 +156,9 @@ def test_every_error_path_exits_with_its_documented_code_and_writes_nothing(name
     (tmp_path / "junk.bb").write_bytes(b"hello, not an archive")
     (tmp_path / "other.bb").write_bytes(_other_model(data))
 
-    def cuda(h):
+    def cuda(h):  # a float archive from a GPU (an exact one opens anywhere)
         for g in h["groups"]:
-            g["engine"]["device"] = "cuda"
+            g["engine"].update(device="cuda", arithmetic="float", dtype="float32")
         h["device"] = "cuda"
 
     inputs = {"archive": data, "corrupt": _corrupt(data), "truncated": data[:-100],

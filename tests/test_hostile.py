@@ -109,9 +109,30 @@ FORMAT1_SOURCES = {"b0.png": TREE / "binary" / "b0.png", "d0.png": TREE / "digit
                    "notes.txt": TREE / "notes.txt"}
 
 
-def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp_path):
-    """Made by the last format-1 bbans (commit e3c4bb4) from fixture files, with the bundled models."""
-    assert bbans_main("decompress", FORMAT1, "-o", tmp_path / "out")[0] == 0
+def _float_archive_decodes_here(bbans_main, archive, out) -> bool:
+    """Archives before the exact arithmetic decode where their float arithmetic is reproduced:
+    always on a machine with the fingerprint they recorded (torch, NumPy, instruction set), and
+    elsewhere either exactly or not at all, refused with one line naming what differs (exit 4)
+    and nothing written."""
+    from bbans.coding import engine
+
+    _, header, _ = container.unpack(archive.read_bytes())
+    same = all(g.get("fingerprint") == engine.fingerprint(engine.EngineConfig.from_dict(g["engine"]))
+               for g in header["groups"])
+    code, _, err = bbans_main("decompress", archive, "-o", out)
+    if code == 0:
+        return True
+    assert not same, err
+    assert code == 4 and "differences: " in one_error_line(err)
+    assert not out.exists()
+    return False
+
+
+def test_an_archive_of_format_1_still_decodes_to_the_same_pixels_where_its_arithmetic_runs(bbans_main, tmp_path):
+    """Made by the last format-1 bbans (commit e3c4bb4) from fixture files, with the bundled
+    models, in float arithmetic on an AVX-512 machine."""
+    if not _float_archive_decodes_here(bbans_main, FORMAT1, tmp_path / "out"):
+        return
     for name, src in FORMAT1_SOURCES.items():
         got = tmp_path / "out" / name
         if name.endswith(".txt"):
@@ -125,14 +146,34 @@ def test_an_archive_of_format_1_still_decodes_to_the_same_pixels(bbans_main, tmp
 FORMAT2 = FIXTURES / "format2" / "made-by-7601879.bb"
 
 
-def test_an_archive_of_format_2_still_decodes_byte_for_byte(bbans_main, tmp_path):
+def test_an_archive_of_format_2_still_decodes_byte_for_byte_where_its_arithmetic_runs(bbans_main, tmp_path):
     """Made by the last format-2 bbans (commit 7601879, --model mnist-hier) from fixture files:
-    per-file checksums and tile ranges, which format 3 leaves out."""
+    per-file checksums and tile ranges, which format 3 leaves out; float arithmetic, AVX-512."""
     code, out, err = bbans_main("info", FORMAT2, "--json")
     assert code == 0 and json.loads(out)["format"] == 2
-    assert bbans_main("decompress", FORMAT2, "-o", tmp_path / "out")[0] == 0
+    if not _float_archive_decodes_here(bbans_main, FORMAT2, tmp_path / "out"):
+        return
     for name, src in FORMAT1_SOURCES.items():
         assert (tmp_path / "out" / name).read_bytes() == src.read_bytes()
+
+
+EXACT_ARCHIVES = sorted((FIXTURES / "exact-1").glob("made-by-*.bb"))
+
+
+@pytest.mark.parametrize("archive", EXACT_ARCHIVES, ids=[p.name for p in EXACT_ARCHIVES])
+def test_an_archive_in_the_exact_arithmetic_decodes_byte_for_byte_on_any_machine(bbans_main, tmp_path, archive):
+    """Made by bbans (the commit in its name) on another machine, --model mnist-hier --K 2, from
+    fixture files: it must open everywhere, whatever this machine's instruction set."""
+    code, out, _ = bbans_main("info", archive, "--json")
+    assert code == 0 and {g["arithmetic"] for g in json.loads(out)["groups"]} == {"exact-1"}
+    code, _, err = bbans_main("decompress", archive, "-o", tmp_path / "out")
+    assert code == 0, err
+    for name, src in FORMAT1_SOURCES.items():
+        assert (tmp_path / "out" / name).read_bytes() == src.read_bytes()
+
+
+def test_there_is_an_exact_archive_fixture():
+    assert EXACT_ARCHIVES
 
 
 def test_a_negative_estimate_written_by_earlier_versions_still_decodes(bbans_main, tmp_path, base):

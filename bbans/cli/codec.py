@@ -107,7 +107,10 @@ def _print_summary(con, rep: dict, title: str) -> None:
               + f"{len(stored)} stored, overhead {_fmt_bytes(rep['overhead_bytes'])}")
     for g in rep["groups"]:
         con.print(f"  model {g['model']} ({g['encoder']} encoder, hash {g['model_hash'][:12]}): K={g['K']}, "
-                  f"device {g['device']}, {g['tiles']} tile(s), {_fmt_bytes(g['payload_bytes'])}, "
+                  + (f"exact-1 arithmetic (opens on any machine), coded on {g['device']}, "
+                     if g.get("arithmetic") == "exact-1" else
+                     f"{g.get('arithmetic', 'float')} arithmetic (opens only where it runs), device {g['device']}, ")
+                  + f"{g['tiles']} tile(s), {_fmt_bytes(g['payload_bytes'])}, "
                   f"{_bpd(g['bits_per_dim'])} bits/dim over {g['coded_dims']} coded values")
     reasons: dict[str, int] = {}
     for e in stored + pictures:
@@ -394,7 +397,7 @@ def info_cmd(archive_path, as_json):
     con = _console()
     cb = rep.get("created_by", {})
     con.print(f"{name or archive_path}: bbans archive format {rep['format']}, made by bbans {cb.get('bbans', '?')}"
-              + (f", device class {rep['device']}" if rep.get("device") else ""))
+              + (f", coded on {rep['device']}" if rep.get("device") else ""))
     _print_entries(con, rep)
     _print_summary(con, rep, "total")
     for g in rep["groups"]:

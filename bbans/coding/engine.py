@@ -239,7 +239,9 @@ class Session:
                 "be reproduced on one; no CUDA device is visible here"
             )
         self.config = config
-        self.device = torch.device(config.device)
+        # An exact archive gives the same bits anywhere: a GPU archive decodes on a CPU.
+        here = "cpu" if config.device == "cuda" and not torch.cuda.is_available() else config.device
+        self.device = torch.device(here)
         self.dtype = getattr(torch, config.dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():

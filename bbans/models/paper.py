@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from bbans.errors import BBANSError
-from bbans.models import layers, likelihoods
+from bbans.models import likelihoods
+from bbans.models.layers import ELU, Conv2d, ConvTranspose2d, Linear
 from bbans.models.base import VAE, ResBlock
 
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_rgb")
@@ -27,15 +28,15 @@ class MLPVAE(VAE):
         enc, dec = [nn.Flatten()], []
         width = d
         for _ in range(layers):
-            enc += [layers.Linear(width, hidden), nn.ReLU()]
+            enc += [Linear(width, hidden), nn.ReLU()]
             width = hidden
-        enc.append(layers.Linear(hidden, 2 * latent))
+        enc.append(Linear(hidden, 2 * latent))
         width = latent
         for _ in range(layers):
-            dec += [layers.Linear(width, hidden), nn.ReLU()]
+            dec += [Linear(width, hidden), nn.ReLU()]
             width = hidden
         self.out_per_pixel = self.px.n_params(self.image_shape[0])
-        dec.append(layers.Linear(hidden, self.out_per_pixel * d))
+        dec.append(Linear(hidden, self.out_per_pixel * d))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
 
@@ -76,17 +77,17 @@ class ResNetVAE(VAE):
         c = self.image_shape[0]
         w = self.width
         self.encoder = nn.Sequential(
-            layers.Conv2d(c, w, 4, stride=2, padding=1), layers.ELU(),
-            layers.Conv2d(w, w, 4, stride=2, padding=1),
-            *[ResBlock(w) for _ in range(blocks)], layers.ELU(),
-            layers.Conv2d(w, 2 * latent_channels, 3, padding=1),
+            Conv2d(c, w, 4, stride=2, padding=1), ELU(),
+            Conv2d(w, w, 4, stride=2, padding=1),
+            *[ResBlock(w) for _ in range(blocks)], ELU(),
+            Conv2d(w, 2 * latent_channels, 3, padding=1),
         )
         self.out_params = self.px.n_params(c)
         self.decoder = nn.Sequential(
-            layers.Conv2d(latent_channels, w, 3, padding=1),
-            *[ResBlock(w) for _ in range(blocks)], layers.ELU(),
-            layers.ConvTranspose2d(w, w, 4, stride=2, padding=1), layers.ELU(),
-            layers.ConvTranspose2d(w, self.out_params * c, 4, stride=2, padding=1),
+            Conv2d(latent_channels, w, 3, padding=1),
+            *[ResBlock(w) for _ in range(blocks)], ELU(),
+            ConvTranspose2d(w, w, 4, stride=2, padding=1), ELU(),
+            ConvTranspose2d(w, self.out_params * c, 4, stride=2, padding=1),
         )
 
     def _encoder_input(self, x, noise_std=0.0, generator=None):
