@@ -242,58 +242,45 @@ def test_archive_of_a_bundled_model_from_one_instruction_set_opens_under_the_oth
         assert (tmp_path / "out" / p.name).read_bytes() == p.read_bytes()
 
 
-def test_a_float_archive_is_refused_on_another_device_class_with_one_line(bbans_main, tmp_path):
-    """Archives in the float arithmetic keep their old rule: decoded only where made."""
+def _digit_archive_with(bbans_main, tmp_path, *options, **engine) -> tuple[Path, Path]:
+    """d0.png coded with mnist-hier (and `options`), then its group's engine settings changed to
+    `engine` in a re-signed copy: (the digit, the edited archive)."""
     from conftest import edit_header
 
     src = tmp_path / "d0.png"
     src.write_bytes((TREE / "digits" / "d0.png").read_bytes())
     archive = tmp_path / "a.bb"
-    assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier", "--arithmetic", "float")[0] == 0
-    code, out, err = bbans_main("info", archive, "--json")
-    assert json.loads(out)["groups"][0]["arithmetic"] == "float"
+    assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier", *options)[0] == 0
 
-    def to_cuda(h):
+    def edit(h):
         for g in h["groups"]:
-            g["engine"]["device"] = "cuda"
+            g["engine"].update(engine)
 
-    (tmp_path / "b.bb").write_bytes(edit_header(archive.read_bytes(), to_cuda))
+    edited = tmp_path / "b.bb"
+    edited.write_bytes(edit_header(archive.read_bytes(), edit))
+    return src, edited
+
+
+def test_a_float_archive_is_refused_on_another_device_class_with_one_line(bbans_main, tmp_path):
+    """Archives in the float arithmetic keep their old rule: decoded only where made."""
+    _, archive = _digit_archive_with(bbans_main, tmp_path, "--arithmetic", "float", device="cuda")
+    code, out, _ = bbans_main("info", archive, "--json")
+    assert json.loads(out)["groups"][0]["arithmetic"] == "float"
     if not torch.cuda.is_available():
-        code, _, err = bbans_main("decompress", tmp_path / "b.bb", "-o", tmp_path / "out")
+        code, _, err = bbans_main("decompress", archive, "-o", tmp_path / "out")
         assert code == 4 and "GPU" in one_error_line(err)
         assert not (tmp_path / "out").exists()
 
 
 def test_an_exact_archive_made_on_a_gpu_opens_on_a_cpu(bbans_main, tmp_path):
     """The device an exact archive was coded on is a note, not a condition."""
-    from conftest import edit_header
-
-    src = tmp_path / "d0.png"
-    src.write_bytes((TREE / "digits" / "d0.png").read_bytes())
-    archive = tmp_path / "a.bb"
-    assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier")[0] == 0
-
-    def to_cuda(h):
-        for g in h["groups"]:
-            g["engine"]["device"] = "cuda"
-
-    (tmp_path / "b.bb").write_bytes(edit_header(archive.read_bytes(), to_cuda))
-    assert bbans_main("decompress", tmp_path / "b.bb", "-o", tmp_path / "out", "--device", "cpu")[0] == 0
+    src, archive = _digit_archive_with(bbans_main, tmp_path, device="cuda")
+    assert bbans_main("decompress", archive, "-o", tmp_path / "out", "--device", "cpu")[0] == 0
     assert (tmp_path / "out" / "d0.png").read_bytes() == src.read_bytes()
 
 
 def test_an_archive_in_an_unknown_arithmetic_is_refused_by_name(bbans_main, tmp_path):
-    from conftest import edit_header
-
-    src = tmp_path / "d0.png"
-    src.write_bytes((TREE / "digits" / "d0.png").read_bytes())
-    archive = tmp_path / "a.bb"
-    assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier")[0] == 0
-
-    def future(h):
-        for g in h["groups"]:
-            g["engine"]["arithmetic"] = "exact-9"
-
-    (tmp_path / "b.bb").write_bytes(edit_header(archive.read_bytes(), future))
-    code, _, err = bbans_main("decompress", tmp_path / "b.bb", "-o", tmp_path / "out")
+    _, archive = _digit_archive_with(bbans_main, tmp_path, arithmetic="exact-9")
+    code, _, err = bbans_main("decompress", archive, "-o", tmp_path / "out")
     assert code == 4 and "exact-9" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
