@@ -86,12 +86,13 @@ def _int_conv_transpose2d(x, w, stride, padding):
 
 def _grid_ints(t, bits, per_image):
     """The integers and the per-image (or whole-tensor) step of layers.to_grid(t, bits)."""
+    from bbans.coding.arithmetic import pow2
     from bbans.models import layers
 
     q = layers.to_grid(t, bits, per_image)
     a = t.abs().amax(dim=tuple(range(1, t.ndim)), keepdim=True) if per_image else t.abs().amax()
     e = layers._exponent(a.double())
-    step = layers._pow2(e - bits)
+    step = pow2(e - bits)
     ints = q / step
     assert torch.equal(ints, torch.round(ints)) and ints.abs().max() <= 2 ** bits
     return ints.to(torch.int64), step

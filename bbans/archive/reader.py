@@ -115,8 +115,8 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
             # The same bits anywhere: decode where asked, or where it is fastest.
             config = replace(config, device=engine.resolve_device(device))
         elif device not in ("auto", config.device):
-            raise MismatchError(f"{mismatch_name}: the {g['model']} group was coded in float arithmetic on device "
-                                f"class {config.device}; it is reproduced only there, not on {device}")
+            raise MismatchError(f"{mismatch_name}: the {g['model']} group was coded on device class {config.device} "
+                                f"in float arithmetic; it is reproduced only there, not on {device}")
         elif config.device == "cuda" and not torch.cuda.is_available():
             raise MismatchError(
                 f"{mismatch_name} was coded on a GPU (device class cuda) in float arithmetic; it is only "

@@ -11,7 +11,7 @@ exp against libm's scalar one, FMA contraction), the thread count and the device
 machine. It is built only from operations IEEE 754 rounds correctly, each its own tensor
 operation so that no compiler can fuse two of them (+, -, *, /, sqrt, floor, round,
 comparisons, min/max, bit operations on int64), plus sums of integers held in float64 below
-2**53 (exact in any order: see bbans.models.integer). On top of those:
+2**53 (exact in any order: see bbans.models.layers). On top of those:
 
 - exp by Cody-Waite range reduction (x = k ln2 + r) and a degree-11 Taylor polynomial in r, the
   power of two made from k's bits; log from the exponent bits and the atanh series;
@@ -50,8 +50,8 @@ _MANTISSA = (1 << 52) - 1
 _EXP_BIAS = 1023
 
 
-def _pow2(k: torch.Tensor) -> torch.Tensor:
-    """2**k for int64 k in [-1022, 1023], built from its bits."""
+def pow2(k: torch.Tensor) -> torch.Tensor:
+    """2**k for int64 k in [-1022, 1023], built from its bits (no pow from a math library)."""
     return torch.bitwise_left_shift(k + _EXP_BIAS, 52).view(F64)
 
 
@@ -69,7 +69,7 @@ def exact_exp(x: torch.Tensor) -> torch.Tensor:
     k = torch.floor(x * INV_LN2 + 0.5)
     r = x - k * LN2_HI
     r = r - k * LN2_LO  # |r| <= ln2 / 2: the Taylor tail past r**11 is below 1e-15
-    return _horner(_EXP_COEFFS, r) * _pow2(k.to(torch.int64))
+    return _horner(_EXP_COEFFS, r) * pow2(k.to(torch.int64))
 
 
 def exact_log(x: torch.Tensor) -> torch.Tensor:

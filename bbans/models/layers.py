@@ -30,23 +30,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bbans.coding.arithmetic import current, is_exact
+from bbans.coding.arithmetic import current, is_exact, pow2
 
 ACT_BITS = 22
 GRAD_BITS = 22
 EXACT_SUM_BITS = 52  # partial sums stay below 2**52 grid steps: a bit of margin under 2**53
 _F64 = torch.float64
-_EXP_BIAS = 1023
+_EXP_BIAS = 1023  # of float64
 
 
 def weight_bits(fan: int) -> int:
     """Significant bits of a layer's weights when each output sums `fan` products."""
     return EXACT_SUM_BITS - ACT_BITS - max(1, math.ceil(math.log2(max(fan, 2))))
-
-
-def _pow2(e: torch.Tensor) -> torch.Tensor:
-    """2.0**e for int64 e in [-1022, 1023], made from its bits (no pow from a math library)."""
-    return torch.bitwise_left_shift(e + _EXP_BIAS, 52).view(_F64)
 
 
 def _exponent(a: torch.Tensor) -> torch.Tensor:
@@ -65,7 +60,7 @@ def to_grid(x: torch.Tensor, bits: int, per_image: bool = True) -> torch.Tensor:
     else:
         a = x.abs().amax()
     e = _exponent(a).clamp(-1000 + bits, 1000)
-    return torch.round(x * _pow2(bits - e)) * _pow2(e - bits)
+    return torch.round(x * pow2(bits - e)) * pow2(e - bits)
 
 
 class _InputOnGrid(torch.autograd.Function):
