@@ -176,7 +176,50 @@ def test_decoding_with_a_different_K_is_refused_not_silently_wrong():
     # Refused by the engine itself (the message does not return to its initial state), not
     # left to the archive's checksum.
     with pytest.raises(MismatchError):
-        engine.decompress(model, payload, 10, (1, 6, 5), config=dataclasses.replace(stats["config"], K=0))
+        engine.decompress(model, payload, 10, (1, 6, 5),
+                          config=dataclasses.replace(stats["config"], K=0, batch_ks=()))
+
+
+def test_k_steps_that_never_pay_are_not_taken_and_the_payload_is_k0s(monkeypatch):
+    model = TinyVAE("logistic")
+    images = random_images("logistic", 32, (1, 6, 5), seed=8)
+    plain, _ = engine.compress(model, images, config=EngineConfig(K=0, lanes=8, batch_size=4))
+    amortized = engine.posterior
+
+    def steps_that_hurt(model, below, K=0, **kw):
+        mu, std = amortized(model, below, K=0, **kw)
+        return (mu + 6.0 if K else mu), std  # far out in the prior's tail: dearer in every batch
+
+    monkeypatch.setattr(engine, "posterior", steps_that_hurt)
+    payload, stats, out = roundtrip(model, images, K=4, lanes=8, batch_size=4)
+    assert stats["batch_ks"] == [0] * len(stats["batch_ks"])
+    assert payload == plain
+    assert np.array_equal(out, images)
+
+
+def test_batches_coded_with_and_without_steps_decode_exactly():
+    model = TinyVAE("logistic")
+    images = random_images("logistic", 32, (1, 6, 5), seed=8)
+    payload, stats, out = roundtrip(model, images, K=4, lr=0.2, lanes=8, batch_size=4)
+    assert set(stats["batch_ks"]) == {0, 4}  # this data mixes both: the case under test
+    assert stats["config"].batch_ks == engine.run_lengths(stats["batch_ks"])
+    assert np.array_equal(out, images)
+    # Popping every batch with K steps instead is not the archive.
+    with pytest.raises(MismatchError):
+        engine.decompress(model, payload, 32, (1, 6, 5), config=dataclasses.replace(stats["config"], batch_ks=()))
+
+
+@pytest.mark.parametrize("batch_ks,why", [([[5, 9]], "0..K"), ([[4, 3]], "cover 3 batches"), ([["a", 1]], "pairs")])
+def test_batch_steps_that_do_not_fit_the_archive_are_refused(batch_ks, why):
+    d = EngineConfig(K=4, batches=((1, 1), (4, 8))).to_dict()
+    d["batch_ks"] = batch_ks
+    with pytest.raises(MismatchError, match=why):
+        engine.decompress(TinyVAE("logistic"), b"", 33, (1, 6, 5), config=EngineConfig.from_dict(d))
+
+
+def test_an_archive_that_takes_k_steps_everywhere_records_no_batch_steps():
+    d = EngineConfig(K=3).to_dict()
+    assert "batch_ks" not in d  # readable by versions before per-batch steps
 
 
 def test_decoding_with_another_model_is_refused():

@@ -285,3 +285,31 @@ def test_an_archive_in_an_unknown_arithmetic_is_refused_by_name(bbans_main, tmp_
     code, _, err = bbans_main("decompress", archive, "-o", tmp_path / "out")
     assert code == 4 and "exact-9" in one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_change_neither_an_exact_archive_nor_what_it_decodes_to(bbans_main, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("d0.png", "d1.pgm"):
+        (src / name).write_bytes((TREE / "digits" / name).read_bytes())
+    archives = []
+    for t in ("1", "2"):
+        archive = tmp_path / f"t{t}.bb"
+        assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier", "--K", "1", "-T", t)[0] == 0
+        archives.append(archive.read_bytes())
+    assert archives[0] == archives[1]
+    code, _, _ = bbans_main("decompress", tmp_path / "t2.bb", "-o", tmp_path / "out", "-T", "1")
+    assert code == 0
+    for name in ("d0.png", "d1.pgm"):
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
+
+
+def test_a_float_archive_records_its_thread_count_and_decodes_with_it(bbans_main, tmp_path):
+    src = tmp_path / "d0.png"
+    src.write_bytes((TREE / "digits" / "d0.png").read_bytes())
+    archive = tmp_path / "a.bb"
+    assert bbans_main("compress", src, "-o", archive, "--model", "mnist-hier", "--arithmetic", "float", "-T", "1")[0] == 0
+    code, out, _ = bbans_main("info", archive, "--json")
+    assert json.loads(out)["groups"][0]["threads"] == 1
+    code, _, _ = bbans_main("decompress", archive, "-o", tmp_path / "out", "-T", "2")
+    assert code == 0 and (tmp_path / "out" / "d0.png").read_bytes() == src.read_bytes()

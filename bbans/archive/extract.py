@@ -40,7 +40,7 @@ def conflicts(entries: list[dict], outdir: str, force: bool) -> list[str]:
 
 
 def extract(archive_path, outdir: str, force: bool = False, progress: Progress = noop_progress,
-            warn: Warn = noop_warn, name: str | None = None, device: str = "auto") -> dict:
+            warn: Warn = noop_warn, name: str | None = None, device: str = "auto", threads: int = 0) -> dict:
     """Restore the archive under `outdir`. Everything is decoded and checked in a staging folder
     first; only then is it moved into place. A failure removes whatever this run created."""
     with Reader(archive_path, name) as r:
@@ -63,7 +63,7 @@ def extract(archive_path, outdir: str, force: bool = False, progress: Progress =
                                    dir=stage_parent)
         placed: list[str] = []
         try:
-            skipped = _write_staging(r, staging, progress, warn, device)
+            skipped = _write_staging(r, staging, progress, warn, device, threads)
             if fresh:
                 os.chmod(staging, 0o777 & ~umask())
                 try:
@@ -148,11 +148,11 @@ def _symlink_ok(link_rel: str, target: str) -> bool:
     return True
 
 
-def _write_staging(r: Reader, staging: str, progress: Progress, warn: Warn, device: str) -> list[dict]:
+def _write_staging(r: Reader, staging: str, progress: Progress, warn: Warn, device: str, threads: int) -> list[dict]:
     total = len(r.entries)
     links, dirs, skipped = [], [], []
     done = 0
-    for d in decode_entries(r, progress, device):
+    for d in decode_entries(r, progress, device, threads):
         e = d.entry
         target = os.path.join(staging, *e["path"].split("/"))
         parent = os.path.dirname(target)

@@ -34,7 +34,9 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
         groups.append({
             "model": g["model"], "model_hash": g["model_hash"], "encoder": g["encoder"],
             "K": eng.get("K"), "device": eng.get("device"), "lanes": eng.get("lanes"),
-            "arithmetic": eng.get("arithmetic", "float"),
+            "arithmetic": eng.get("arithmetic", "float"), "threads": eng.get("threads"),
+            # Batches coded without the K steps, where they did not pay ([K, repeat] runs).
+            "batch_ks": eng.get("batch_ks"),
             "batch_size": eng.get("batch_size"), "tiles": g["tiles"], "payload_bytes": plen,
             "coded_dims": dims, "bits_per_dim": (8 * plen / dims) if dims else None,
             "versions": g.get("versions", {}),
@@ -97,9 +99,13 @@ class Decoded:
     exact: bool = True  # the original file's bytes (False: a rewrite with the same pixels and metadata)
 
 
-def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: str = "auto") -> dict[int, np.ndarray]:
+def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: str = "auto",
+                   threads: int = 0) -> dict[int, np.ndarray]:
     if not r.groups:
         return {}
+    # Each group's bar from the first second, before torch and the models load.
+    for g in r.groups:
+        progress(f"decoding {g['tiles']} tile(s) with {g['model']}", 0, g["tiles"])
     # torch and the models load only here, for an archive whose checks all passed and that has
     # model groups: listing an archive, or refusing a damaged one, takes a fraction of a second.
     import torch
@@ -112,8 +118,9 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
     for gi, g in enumerate(r.groups):
         config = engine.EngineConfig.from_dict(g["engine"])
         if engine.portable(config):
-            # The same bits anywhere: decode where asked, or where it is fastest.
-            config = replace(config, device=engine.resolve_device(device))
+            # The same bits anywhere and with any thread count: decode where asked, or where it
+            # is fastest. A float group keeps the threads it was coded with (they change sums).
+            config = replace(config, device=engine.resolve_device(device), threads=engine.resolve_threads(threads))
         elif device not in ("auto", config.device):
             raise MismatchError(f"{mismatch_name}: the {g['model']} group was coded on device class {config.device} "
                                 f"in float arithmetic; it is reproduced only there, not on {device}")
@@ -169,12 +176,13 @@ def _fingerprint_diff(group: dict, config) -> str:
     return f" (differences: {'; '.join(diff)})" if diff else ""
 
 
-def decode_entries(r: Reader, progress: Progress = noop_progress, device: str = "auto") -> Iterator[Decoded]:
+def decode_entries(r: Reader, progress: Progress = noop_progress, device: str = "auto",
+                   threads: int = 0) -> Iterator[Decoded]:
     """Every entry, decoded and checked against its checksum (MismatchError names the entry).
 
     device: where model groups are decoded (auto: a GPU where there is one, for groups in the
     exact arithmetic; the device class they were coded on, for float ones)."""
-    groups = _decode_groups(r, progress, r.name, device)
+    groups = _decode_groups(r, progress, r.name, device, threads)
     frames = b""
     if r.header.get("frames") is not None:
         spec = r.header["frames"]
@@ -287,7 +295,7 @@ def verify(source, progress: Progress = noop_progress, expect: dict[str, str] | 
 
 
 def read_one(source, progress: Progress = noop_progress, name: str | None = None,
-             device: str = "auto") -> tuple[str, bytes]:
+             device: str = "auto", threads: int = 0) -> tuple[str, bytes]:
     """The path and bytes of an archive's only file, decoded and checked whole before they are
     returned (what `decompress -c` writes to standard output)."""
     with Reader(source, name) as r:
@@ -296,7 +304,7 @@ def read_one(source, progress: Progress = noop_progress, name: str | None = None
             raise BBANSError(f"{r.name} holds {len(files)} files; writing to standard output needs an archive "
                              "of exactly one (extract it with -o DIR)")
         found = None
-        for d in decode_entries(r, progress, device):
+        for d in decode_entries(r, progress, device, threads):
             if d.entry is files[0]:
                 found = d.entry["path"], d.data if d.data is not None else b"".join(d.chunks)
         return found

@@ -157,6 +157,12 @@ def _check_engine(eng, tiles, what: str) -> None:
             ok = isinstance(value, list) and len(value) <= tiles and all(
                 isinstance(p, list) and len(p) == 2 and is_int(p[0], 1, 4096) and is_int(p[1], 1) for p in value)
             need(ok and sum(a * b for a, b in value) == tiles, f"{what}: engine setting 'batches'")
+        elif key == "batch_ks":
+            # The K each batch ran, as [K, repeat] pairs; the count is checked against the batches.
+            ok = isinstance(value, list) and len(value) <= tiles and all(
+                isinstance(p, list) and len(p) == 2 and is_int(p[0], 0, eng.get("K", 0)) and is_int(p[1], 1)
+                for p in value)
+            need(ok and sum(b for _, b in value) <= tiles, f"{what}: engine setting 'batch_ks'")
         elif key in _INT_RANGES:
             lo, hi = _INT_RANGES[key]
             # Steps, lanes, threads and precisions size loops and tables: bounded like lengths.

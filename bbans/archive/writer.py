@@ -155,7 +155,7 @@ def _read_regular(path: str) -> bytes:
 @dataclass
 class Options:
     model: str = "auto"  # "auto", "none" or a model name
-    encoder: str = "refit"
+    encoder: str = "auto"  # "auto": per model the bundled encoder better on held-out images
     K: int = 0
     device: str = "auto"
     batch_size: int = 256
@@ -164,6 +164,7 @@ class Options:
     keep: str = "bytes"  # "bytes": files come back byte for byte; "pixels": pixels and metadata
     level: int = 7  # JPEG-XL effort (1 fastest .. 9 smallest) for images no model codes better
     arithmetic: str = "exact-1"  # bbans.coding.arithmetic: "float" decodes only where it was made
+    threads: int = 0  # CPU threads (0: every core); recorded, and binding, only for float groups
 
 
 # What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
@@ -172,6 +173,16 @@ ENTRY_MODEL_BYTES = 8
 # --model auto codes an image with a model only where that costs less than storing it. Tests of
 # routing with untrained stand-in models (which always lose) switch the comparison off.
 CHOOSE_BY_COST = True
+
+
+def _recorded(config) -> dict:
+    """A group's engine settings as the archive keeps them. An exact group decodes to the same
+    bits with any thread count, so its count is not kept: the same inputs make the same archive
+    on any machine, and the decoder uses its own."""
+    d = config.to_dict()
+    if engine.portable(config):
+        del d["threads"]
+    return d
 
 
 def auto_lanes(coded_dims: int) -> int:
@@ -342,7 +353,7 @@ class _Build:
         est = engine.estimate_bits(model, np.concatenate([tiled[p][0] for p in members]),
                                    # An estimate only this end makes: torch's fast float kernels do.
                                    engine.EngineConfig(seed=self.opts.seed, device=self.device, arithmetic="float",
-                                                       dtype="float32"))
+                                                       dtype="float32", threads=engine.resolve_threads(self.opts.threads)))
         self.progress(f"estimating {name}", 1, 1)
         start, kept = 0, []
         for path in members:
@@ -384,6 +395,7 @@ class _Build:
         lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
         config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
                                      batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
+                                     threads=engine.resolve_threads(opts.threads),
                                      dtype="float32" if opts.arithmetic == "float" else "float64")
         stage = f"coding {len(members)} image(s) with {name}"
         payload, stats = engine.compress(model, tiles, mask if masked else None, config,
@@ -419,8 +431,8 @@ class _Build:
         self.groups.append({
             "model": name,
             "model_hash": meta["hash"],
-            "encoder": opts.encoder,
-            "engine": stats["config"].to_dict(),
+            "encoder": meta["encoder"],
+            "engine": _recorded(stats["config"]),
             "tiles": int(len(tiles)),
             "masked": masked,
             "coded_dims": coded_dims,

@@ -145,7 +145,7 @@ the images, reported after the tables."""))
               help="Images per engine batch.")
 @click.option("--lanes", type=click.IntRange(min=1), default=128, show_default=True,
               help="Interleaved rANS lanes of the message.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("-T", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of the engine's arithmetic (default: the engine's). One thread gives "
                    "steadier timings on a shared machine.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), is_flag=False,

@@ -27,10 +27,16 @@ class _Progress:
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.text import Text
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            class Rate(ProgressColumn):
+                def render(self, task):
+                    speed = task.finished_speed or task.speed
+                    return Text("" if speed is None else f"{speed:,.1f}/s" if speed < 100 else f"{speed:,.0f}/s")
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
                                 console=Console(stderr=True), transient=True)
             self.bar.__enter__()
@@ -95,6 +101,16 @@ def _print_entries(con, rep: dict) -> None:
     con.print(t)
 
 
+def _steps(g: dict) -> str:
+    """Where a group's batches did without the K steps (they did not pay there)."""
+    runs = g.get("batch_ks")
+    if not runs:
+        return ""
+    total = sum(n for _, n in runs)
+    took = sum(n for k, n in runs if k == g["K"])
+    return f" in {took} of {total} batches (the rest cheaper at K=0)"
+
+
 def _print_summary(con, rep: dict, title: str) -> None:
     files = [e for e in rep["entries"] if "size" in e]
     coded = [e for e in files if e["kind"] == "model"]
@@ -106,7 +122,7 @@ def _print_summary(con, rep: dict, title: str) -> None:
               f"{len(coded)} model-coded, " + (f"{len(pictures)} JPEG-XL, " if pictures else "")
               + f"{len(stored)} stored, overhead {_fmt_bytes(rep['overhead_bytes'])}")
     for g in rep["groups"]:
-        con.print(f"  model {g['model']} ({g['encoder']} encoder, hash {g['model_hash'][:12]}): K={g['K']}, "
+        con.print(f"  model {g['model']} ({g['encoder']} encoder, hash {g['model_hash'][:12]}): K={g['K']}{_steps(g)}, "
                   + (f"exact-1 arithmetic (opens on any machine), coded on {g['device']}, "
                      if g.get("arithmetic") == "exact-1" else
                      f"{g.get('arithmetic', 'float')} arithmetic (opens only where it runs), device {g['device']}, ")
@@ -184,8 +200,9 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("--model", type=click.Choice(["auto", "none", *registry.NAMES]), default="auto", show_default=True,
               help="auto: per file the cheapest of the bundled models, JPEG-XL and storing; NAME: that model "
                    "for every image it serves; none: store everything (LZMA2).")
-@click.option("--encoder", type=click.Choice(["refit", "baseline"]), default="refit", show_default=True,
-              help="Which bundled encoder computes the posteriors.")
+@click.option("--encoder", type=click.Choice(["auto", "refit", "baseline"]), default="auto", show_default=True,
+              help="Which bundled encoder computes the posteriors; auto: per model the one with the "
+                   "lower test -ELBO (`bbans models` marks it).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the arithmetic runs; the archive decodes on any device.")
 @click.option("--arithmetic", type=click.Choice(["exact-1", "float"]), default="exact-1", show_default=True,
@@ -202,12 +219,15 @@ with a warning. An input is never overwritten, even with -f."""))
               help="JPEG-XL effort for images no model codes better: 1 fastest, 9 smallest.")
 @click.option("--verify", is_flag=True,
               help="Decode the new archive and compare every file with its input before keeping it.")
+@click.option("-T", "--threads", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="CPU threads for the models (0: every core). Exact archives decode the same with any "
+                   "count; a float one records it and is decoded with it.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive (or write one to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary (warnings still shown).")
 @click.option("-v", "--verbose", is_flag=True, help="List every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device, arithmetic, batch_size, lanes,
-                 keep, level, verify, force, quiet, verbose, as_json):
+                 keep, level, verify, threads, force, quiet, verbose, as_json):
     """Compress image files and folders PATH... into one archive."""
     from bbans.archive import atomic, reader, writer
 
@@ -228,7 +248,7 @@ def compress_cmd(paths, output, to_stdout, stdin_name, K, model, encoder, device
     else:
         sink = _stdout_binary(force, "an archive")
     opts = writer.Options(model=model, encoder=encoder, K=K, device=device, batch_size=batch_size, lanes=lanes,
-                          keep=keep, level=level, arithmetic=arithmetic)
+                          keep=keep, level=level, arithmetic=arithmetic, threads=threads)
     piped_in = contextlib.nullcontext() if STREAM not in paths else tempfile.TemporaryDirectory(prefix=".bbans-stdin-")
     with _progress(quiet, as_json) as prog, piped_in as tmp:
         roots = list(paths)
@@ -331,10 +351,12 @@ one-file archive to standard output, after it is decoded and checked."""))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to decode: auto is a GPU where there is one (archives in float arithmetic: "
                    "the device class they were coded on); cpu or cuda insist on that one.")
+@click.option("-T", "--threads", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="CPU threads for the models (0: every core); a float archive uses the count it records.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing files in the output folder (or write to a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_json):
+def decompress_cmd(archive_path, outdir, to_stdout, device, threads, force, quiet, as_json):
     """Restore every entry of ARCHIVE under a folder."""
     from bbans.archive import extract, reader
 
@@ -347,7 +369,7 @@ def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_jso
         source, name = _source(archive_path)
         _check_device(device)
         with _progress(quiet, False) as prog:
-            path, data = reader.read_one(source, prog, name, device)
+            path, data = reader.read_one(source, prog, name, device, threads)
         sink.write(data)
         sink.flush()
         if not quiet:
@@ -360,7 +382,8 @@ def decompress_cmd(archive_path, outdir, to_stdout, device, force, quiet, as_jso
     source, name = _source(archive_path)
     _check_device(device)
     with _progress(quiet, as_json) as prog:
-        rep = extract.extract(source, outdir, force=force, progress=prog, warn=_warn, name=name, device=device)
+        rep = extract.extract(source, outdir, force=force, progress=prog, warn=_warn, name=name, device=device,
+                              threads=threads)
     if as_json:
         _dump_json(rep)
     elif not quiet:
@@ -420,6 +443,11 @@ def models_cmd(as_json):
             encs = meta.get("encoders", {})
             row["test_bits_per_dim"] = {k: v.get("test_bits_per_dim") for k, v in encs.items()
                                         if isinstance(v, dict)} or meta.get("test_bits_per_dim")
+            control = meta.get("control")
+            if isinstance(control, dict) and isinstance(row["test_bits_per_dim"], dict):
+                # The refit's fair control (alpha 0, same steps): measured, not bundled.
+                row["test_bits_per_dim"]["control"] = control.get("test_bits_per_dim")
+            row["default_encoder"] = checkpoints.better_encoder(meta)
             row["hash"] = meta.get("hash")
         rows.append(row)
     if as_json:
@@ -433,10 +461,14 @@ def models_cmd(as_json):
     for r in rows:
         bpd = r.get("test_bits_per_dim")
         if isinstance(bpd, dict):
-            bpd = ", ".join(f"{k} {v:.3f}" for k, v in bpd.items() if isinstance(v, (int, float)))
+            bpd = ", ".join(f"{k} {v:.4f}" + ("*" if k == r.get("default_encoder") else "")
+                            + (" (not bundled)" if k == "control" else "")
+                            for k, v in bpd.items() if isinstance(v, (int, float)))
         elif isinstance(bpd, (int, float)):
             bpd = f"{bpd:.3f}"
         t.add_row(r["name"], "yes" if r["bundled"] else "no", bpd or "", r["serves"])
     _console().print(t)
-    if not any(r["bundled"] for r in rows):
+    if any(r["bundled"] for r in rows):
+        click.echo("* the encoder compress uses (--encoder auto): the lower test -ELBO")
+    else:
         click.echo("no models bundled: every file is stored with LZMA2", err=True)

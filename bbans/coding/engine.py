@@ -22,6 +22,11 @@ The sizes chosen go into the stored settings (`EngineConfig.batches`, run-length
 the decompressor replays the same partition.
 Archives written before that field existed used the doubling ramp 1, 2, 4, ... of
 `batch_partition`.
+
+K-step inference: with K > 0 each batch is pushed twice from the same message, at K steps and
+at none, and the message that grew less is kept; the choices go into `EngineConfig.batch_ks`
+(run-length coded, absent when every batch took K), so the decompressor pops each batch with
+the steps it was pushed with and never runs steps that did not pay.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class EngineConfig:
     threads: int = 2
     # The batch sizes the compressor chose, as ((size, repeat), ...); empty: `batch_partition`.
     batches: tuple = ()
+    # The steps each batch ran, as ((K, repeat), ...) in batch order; empty: K for every batch.
+    # `compress` runs a batch's K steps only where they code it in fewer bits than none.
+    batch_ks: tuple = ()
     # bbans.coding.arithmetic: "exact-1" decodes on any machine; "float" (every archive before
     # the setting existed) only where the same kernels run.
     arithmetic: str = arithmetic.DEFAULT
@@ -71,6 +79,10 @@ class EngineConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["batches"] = [list(p) for p in self.batches]
+        if self.batch_ks:
+            d["batch_ks"] = [list(p) for p in self.batch_ks]
+        else:
+            del d["batch_ks"]  # archives that run K everywhere stay readable by older versions
         return d
 
     @classmethod
@@ -92,6 +104,13 @@ class EngineConfig:
                 raise MismatchError("engine settings: batches must be (size, repeat) pairs") from None
             if any(a < 1 or b < 1 for a, b in d["batches"]):
                 raise MismatchError("engine settings: batch sizes and repeats must be positive")
+        if "batch_ks" in d:
+            try:
+                d["batch_ks"] = tuple((int(a), int(b)) for a, b in d["batch_ks"])
+            except (TypeError, ValueError):
+                raise MismatchError("engine settings: batch_ks must be (K, repeat) pairs") from None
+            if any(not 0 <= a <= d.get("K", 0) or b < 1 for a, b in d["batch_ks"]):
+                raise MismatchError("engine settings: a batch's K must lie in 0..K and repeats be positive")
         return cls(**d)
 
     def partition(self, n: int) -> list[int]:
@@ -103,6 +122,15 @@ class EngineConfig:
             raise MismatchError(f"engine settings: batches cover {sum(sizes)} images, the archive holds {n}")
         return sizes
 
+    def steps(self, batches: int) -> list[int]:
+        """The K each of `batches` batches ran."""
+        if not self.batch_ks:
+            return [self.K] * batches
+        ks = [a for a, b in self.batch_ks for _ in range(b)]
+        if len(ks) != batches:
+            raise MismatchError(f"engine settings: batch_ks cover {len(ks)} batches, the archive has {batches}")
+        return ks
+
 
 def default_lr(model) -> float:
     """K-step learning rate: 1e-3 for colour models, 5e-3 for grey and binary ones.
@@ -112,6 +140,14 @@ def default_lr(model) -> float:
     with 5e-3 (worse than K = 0, 4.1721) and 4.1645 with 1e-3, while mnist-hier did best with 5e-3.
     """
     return 1e-3 if model.image_shape[0] == 3 else 5e-3
+
+
+def resolve_threads(threads: int) -> int:
+    """CPU threads for the arithmetic: `threads`, or (0) every core this process may use."""
+    if threads > 0:
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 64))
 
 
 def resolve_device(device: str) -> str:
@@ -254,9 +290,9 @@ class Session:
         self.edges = [base_edges * sc for sc in self.scales]
 
     # -- the pieces ---------------------------------------------------------------------------
-    def posterior(self, layer: int, below: torch.Tensor, batch_index: int):
+    def posterior(self, layer: int, below: torch.Tensor, batch_index: int, K: int):
         c = self.config
-        return posterior(self.model, below, K=c.K, lr=c.lr, seed=c.seed, batch_index=batch_index, layer=layer)
+        return posterior(self.model, below, K=K, lr=c.lr, seed=c.seed, batch_index=batch_index, layer=layer)
 
     def latent_codec(self, layer: int, mu, std) -> Codec:
         """A posterior, or a conditional prior p(z_layer | z_layer+1): Gaussians over the buckets."""
@@ -282,7 +318,7 @@ class Session:
         return torch.as_tensor(np.asarray(x, dtype=np.uint8).reshape(shape), device=self.device)
 
     # -- a batch as one codec ----------------------------------------------------------------
-    def batch_codec(self, size: int, image_shape, mask, batch_index: int, trace: _Trace) -> Codec:
+    def batch_codec(self, size: int, image_shape, mask, batch_index: int, K: int, trace: _Trace) -> Codec:
         """The batch's images (N, C, H, W) as one codec: bits-back through every latent layer in
         Bit-Swap's order (bbans.coding.bitsback). `trace` is told what each step computed."""
         shapes = [(size,) + tuple(s) for s in self.model.latent_shapes(image_shape)]
@@ -291,7 +327,7 @@ class Session:
         def posterior(layer: int):
             def codec(below) -> Codec:
                 below = self._images(below, images_shape) if layer == 0 else self.latents(layer - 1, below, shapes[layer - 1])
-                mu, std = self.posterior(layer, below, batch_index)
+                mu, std = self.posterior(layer, below, batch_index, K)
                 t = trace.layer(layer)
                 t["mu"], t["std"] = mu, std
                 inner = self.latent_codec(layer, mu, std)
@@ -321,13 +357,13 @@ class Session:
         top = codecs.uniform(int(np.prod(shapes[-1])), self.config.prior_prec)
         return bit_swap([(posterior(i), likelihood(i)) for i in range(self.layers)], top)
 
-    def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int) -> dict:
+    def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int, K: int) -> dict:
         trace = _Trace(_level(msg))
-        self.batch_codec(x.shape[0], tuple(x.shape[1:]), mask, batch_index, trace).push(msg, x)
+        self.batch_codec(x.shape[0], tuple(x.shape[1:]), mask, batch_index, K, trace).push(msg, x)
         return {**self.batch_stats(x, trace.coded(), trace.params), "draw_bits": trace.start - trace.lowest}
 
-    def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int) -> np.ndarray:
-        x = self.batch_codec(size, image_shape, mask, batch_index, _Trace(0.0)).pop(msg)
+    def pop_batch(self, msg: Message, size: int, image_shape, mask, batch_index: int, K: int) -> np.ndarray:
+        x = self.batch_codec(size, image_shape, mask, batch_index, K, _Trace(0.0)).pop(msg)
         return np.asarray(x, dtype=np.uint8).reshape((size,) + tuple(image_shape))
 
     # -- statistics -----------------------------------------------------------------------
@@ -370,6 +406,11 @@ def _level(msg: Message) -> float:
     return 32.0 * (msg.tail.size - msg.phantom_words) + float(np.log2(msg.heads.astype(np.float64)).sum())
 
 
+def _extent(msg: Message) -> float:
+    """The bits the message would take written out now (phantom words are never written)."""
+    return 32.0 * msg.tail.size + float(np.log2(msg.heads.astype(np.float64)).sum())
+
+
 def prepare(images: np.ndarray, mask: np.ndarray | None):
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4:
@@ -390,8 +431,11 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
     msg = Message(config.lanes, seed=config.seed)
     stats = {"neg_elbo_bits": [], "discrete_neg_elbo_bits": [], "batch_bits": []}
     sizes: list[int] = []
+    ks: list[int] = []
     with deterministic(config):
         s = Session(model, config)
+        if progress is not None:
+            progress(0, n)
         start, draw = 0, None
         while start < n:
             b = len(sizes)
@@ -400,7 +444,18 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
             before = msg.bits()
             x = torch.as_tensor(images[start : start + size], device=s.device)
             m = None if mask is None else torch.as_tensor(mask[start : start + size], device=s.device)
-            bs = s.push_batch(msg, x, m, b)
+            k = config.K
+            if k > 0:
+                # Steps that make a batch dearer are not taken: the batch is coded both ways from
+                # the same message and the cheaper one kept, so --K never costs more than K = 0.
+                plain = msg.copy()
+                plain_stats = s.push_batch(plain, x, m, b, 0)
+                bs = s.push_batch(msg, x, m, b, k)
+                if _extent(plain) <= _extent(msg):
+                    msg, bs, k = plain, plain_stats, 0
+            else:
+                bs = s.push_batch(msg, x, m, b, 0)
+            ks.append(k)
             # The next batch's images are like these: size it by how deep this one drew.
             draw = 1.1 * bs["draw_bits"] / size
             stats["neg_elbo_bits"].append(bs["neg_elbo_bits"])
@@ -423,7 +478,9 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
         "batch_bits": stats["batch_bits"],
         "coded_pixels": int(images.shape[1] * (mask.sum() if mask is not None else n * images.shape[2] * images.shape[3])),
         # What decompress needs: the settings with the batch sizes chosen here.
-        "config": replace(config, batches=run_lengths(sizes)),
+        "config": replace(config, batches=run_lengths(sizes),
+                          batch_ks=run_lengths(ks) if any(k != config.K for k in ks) else ()),
+        "batch_ks": ks,
     }
 
 
@@ -440,6 +497,7 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
             raise BBANSError(f"mask shape {mask.shape} does not match {n} images of {h}x{w}")
     out = np.zeros((n, c_, h, w), dtype=np.uint8)
     sizes = config.partition(n)
+    ks = config.steps(len(sizes))
     ends = np.cumsum(sizes)
     done = 0
     with deterministic(config):
@@ -449,7 +507,7 @@ def decompress(model, payload: bytes, n: int, image_shape, mask: np.ndarray | No
             size, end = sizes[b], int(ends[b])
             start = end - size
             m = None if mask is None else torch.as_tensor(mask[start:end], device=s.device)
-            out[start:end] = s.pop_batch(msg, size, (c_, h, w), m, b)
+            out[start:end] = s.pop_batch(msg, size, (c_, h, w), m, b, ks[b])
             done += size
             if progress is not None:
                 progress(done, n)
@@ -480,7 +538,7 @@ def estimate_bits(model, images: np.ndarray, config: EngineConfig = EngineConfig
             # The coder's order up the chain, each layer's bucket drawn instead of popped.
             layers, below, params = [], x, None
             for layer in range(s.layers):
-                mu, std = s.posterior(layer, below, 0)
+                mu, std = s.posterior(layer, below, 0, config.K)
                 noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
                 edges = s.edges[layer]
                 t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1

@@ -129,18 +129,30 @@ def list_models() -> list[dict]:
     return out
 
 
+def better_encoder(meta: dict) -> str:
+    """The bundled encoder with the lower test -ELBO in the model's record (its held-out
+    figure); refit where the record has no figures or they tie."""
+    figures = {k: (meta.get("encoders", {}).get(k) or {}).get("test_bits_per_dim") for k in ENCODERS}
+    if any(not isinstance(v, (int, float)) for v in figures.values()):
+        return "refit"
+    return min(ENCODERS, key=lambda k: (figures[k], k != "refit"))
+
+
 def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[VAE, dict]:
     """A bundled model and its metadata; meta["hash"] covers decoder + chosen encoder + architecture.
 
+    encoder "auto": `better_encoder`; meta["encoder"] names the one loaded.
     meta["test_bits_per_dim"] is the test -ELBO of this encoder with the bundled decoder.
     """
-    if encoder not in ENCODERS:
-        raise BBANSError(f"unknown encoder {encoder!r}; choose refit or baseline")
+    if encoder not in ENCODERS + ("auto",):
+        raise BBANSError(f"unknown encoder {encoder!r}; choose auto, refit or baseline")
     raw = _read_bundled(f"{name}.json")
     if raw is None:
         have = [m["name"] for m in list_models()]
         raise BBANSError(f"unknown model {name!r}; bundled models: {', '.join(have) or 'none'}")
     meta = json.loads(raw)
+    if encoder == "auto":
+        encoder = better_encoder(meta)
     dec = _read_bundled(f"{name}.decoder.safetensors")
     enc = _read_bundled(f"{name}.encoder-{encoder}.safetensors")
     if dec is None or enc is None:
