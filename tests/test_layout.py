@@ -87,3 +87,12 @@ def test_each_subpackage_imports_only_the_layers_below_it(part):
                 continue
             bad.append(f"{module} imports {m}")
     assert not bad, bad
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject lists packages by name, and a wheel holds only those: `pip install .` (not -e)
+    would otherwise install a bbans without its archive, cli or coding code."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {_module_name(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
+    assert present <= listed
