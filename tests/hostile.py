@@ -20,13 +20,40 @@ from bbans.archive import format as container
 Case = tuple[str, "callable"]
 
 
+def stored_form(header):
+    """A header as format 4 stores it (entries by column, times as differences), built as a
+    careless writer would from whatever the header holds: odd values stay odd for the reader
+    to refuse, and a null field, which a column cannot hold, is left out."""
+    entries = header.get("entries") if isinstance(header, dict) else None
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        return header if not isinstance(header, dict) else {**header, "entry_columns": entries}
+    entries = [{k: v for k, v in e.items() if v is not None} for e in entries]
+    keys = sorted({k for e in entries for k in e})
+    columns = {k: [e.get(k) for e in entries] for k in keys}
+    prev, times = 0, []
+    for t in columns.get("mtime_ns", []):
+        ok = isinstance(t, int) and not isinstance(t, bool)
+        times.append(t - prev if ok else t)
+        prev = t if ok else prev
+    if "mtime_ns" in columns:
+        columns["mtime_ns"] = times
+    out = {k: v for k, v in header.items() if k != "entries"}
+    out.update(entry_count=len(entries), entry_columns=columns)
+    return out
+
+
 def resign(header, payload: bytes, version: int = container.FORMAT_VERSION) -> bytes:
-    """Archive bytes around a header (a dict, or JSON text as it is) and a payload area."""
+    """Archive bytes around a header (a dict in the shape readers return, or JSON text to be
+    stored as it is) and a payload area."""
     if not isinstance(header, (str, bytes)):
-        return container.pack(header, [payload], version)
+        if version < 4:
+            return container.pack(header, [payload], version)
+        header = json.dumps(stored_form(header), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     raw = header.encode() if isinstance(header, str) else header
     head = lzma.compress(raw, format=lzma.FORMAT_RAW,
                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT, "preset": 1}])
+    if version >= 4:
+        head = bytes([container.HEADER_LZMA2]) + head
     body = struct.pack("<6sHIIQ", container.MAGIC, version, len(head), len(raw), len(payload)) + head + payload
     return body + hashlib.sha256(body).digest()
 
@@ -205,6 +232,16 @@ def _header_not_object(h, p):
     return [h], p
 
 
+def _columns(edit):
+    """The stored (format 4) header, edited as `edit` says, as JSON text."""
+    def mutate(h, p):
+        s = stored_form(h)
+        edit(s)
+        return json.dumps(s), p
+
+    return mutate
+
+
 def _nested_json(h, p):
     text = json.dumps(h)
     return text[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}", p
@@ -287,6 +324,12 @@ CASES: list[Case] = [
     ("created_by a string", _set_top("created_by", "me")),
     ("device class a number", _set_top("device", 7)),
     ("entries an object", _set_top("entries", {})),
+    ("entry columns of unequal length", _columns(lambda s: s["entry_columns"]["path"].pop())),
+    ("entry count beyond the limit", _columns(lambda s: s.update(entry_count=1 << 40))),
+    ("entry columns a list", _columns(lambda s: s.update(entry_columns=[1]))),
+    ("entry count missing", _columns(lambda s: s.pop("entry_count"))),
+    ("time difference a float", _columns(lambda s: s["entry_columns"]["mtime_ns"].__setitem__(0, 1.5))),
+    ("time differences summing past any clock", _columns(lambda s: s["entry_columns"]["mtime_ns"].__setitem__(1, 1 << 62))),
     ("stored entry declaring a gigabyte", _set_entry("size", 1 << 30, kind="stored")),
     ("stored entry codec unknown", _set_stored_codec),
 ]

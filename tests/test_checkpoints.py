@@ -4,6 +4,8 @@ A bundled model that is missing or does not load fails these tests: the models a
 the repository, not something a machine may lack. Only ../shared/data may be absent.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,3 +87,17 @@ def test_bundled_real_subset(name):
     for enc in ("baseline", "refit"):
         model, _ = C.load_model(name, enc)
         assert T.evaluate(model, x) == pytest.approx(meta["checks"]["first_100_test"][enc], abs=1e-4)
+
+
+def test_a_bundled_model_brings_its_own_k_step_rate_and_archives_record_it(tmp_path):
+    from bbans.archive import reader, writer
+    from bbans.archive.format import Reader
+    from bbans.coding import engine
+
+    model, meta = C.load_model("binary-mnist", "auto")
+    assert engine.default_lr(model) == meta["kstep_lr"] == 0.03
+    src = Path(__file__).parent / "fixtures" / "tree" / "binary" / "b0.png"
+    data, _ = writer.create([str(src)], writer.Options(model="binary-mnist", K=1))
+    assert reader.info(data)["groups"][0]["K"] == 1
+    with Reader(data) as r:
+        assert r.groups[0]["engine"]["lr"] == 0.03

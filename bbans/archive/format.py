@@ -1,4 +1,4 @@
-"""The `.bb` container (docs/FORMAT.md): preamble, LZMA2 JSON header, payload blobs, sha256 trailer.
+"""The `.bb` container (docs/FORMAT.md): preamble, compressed JSON header, payload blobs, sha256 trailer.
 
 `pack` builds the bytes and `unpack` takes them apart; `Reader` checks them (magic, version,
 lengths, the trailing sha256, the header's schema and every entry name) before anything is
@@ -14,15 +14,16 @@ import lzma
 import os
 import stat
 import struct
+import zlib
 from typing import Callable, Iterator
 
 from bbans import __version__
-from bbans.archive import schema
+from bbans.archive import header_words, schema
 from bbans.errors import ArchiveError, BBANSError
 from bbans.io import jxl
 
 MAGIC = b"BBANS\x00"
-FORMAT_VERSION = 3  # what this bbans writes; it reads every format up to it
+FORMAT_VERSION = 4  # what this bbans writes; it reads every format up to it
 FILE_KINDS = ("model", "stored", "image")  # entries that are files
 # magic, format version, header length (compressed), header length (JSON), payload length
 _PREAMBLE = struct.Struct("<6sHIIQ")
@@ -72,10 +73,107 @@ def _dict_size_for(n: int) -> int:
     return size
 
 
+# ---- the header as stored (format 4) -----------------------------------------------------------
+#
+# From format 4 the entries are stored by column (one list per key, null where an entry lacks
+# the key) and the modification times as differences from the entry before: a folder of similar
+# files then costs a few bytes a file, not its keys and full times over again. The JSON is
+# compressed by whichever of two codecs gives fewer bytes, named by the header's first byte:
+# LZMA2 (large headers), or raw deflate primed with a fixed dictionary of typical header text
+# (small ones, where LZMA2 would spend most of the bytes learning the key names).
+
+HEADER_LZMA2, HEADER_DEFLATE_DICT = 0, 1
+_TIME_KEY = "mtime_ns"
+
+
+def _to_storage(header: dict) -> dict:
+    entries = header["entries"]
+    keys = sorted({k for e in entries for k in e})
+    columns = {k: [e.get(k) for e in entries] for k in keys}
+    if any(v is None for e in entries for v in e.values()):
+        raise BBANSError("internal error: an entry with a null field cannot be stored by column")
+    if _TIME_KEY in columns:
+        prev, out = 0, []
+        for t in columns[_TIME_KEY]:
+            out.append(None if t is None else t - prev)
+            prev = prev if t is None else t
+        columns[_TIME_KEY] = out
+    stored = {k: v for k, v in header.items() if k != "entries"}
+    stored["entry_count"] = len(entries)
+    stored["entry_columns"] = columns
+    return stored
+
+
+def _from_storage(stored) -> dict:
+    """The header of a format-4 archive from its stored form; ArchiveError where the columns do
+    not make a table (what is in them is the schema's to judge)."""
+    if not isinstance(stored, dict):
+        raise ArchiveError("header is not a JSON object")
+    n, columns = stored.get("entry_count"), stored.get("entry_columns")
+    if not (schema.is_int(n, 0, schema.MAX_ENTRIES) and isinstance(columns, dict)
+            and all(isinstance(c, list) and len(c) == n for c in columns.values())):
+        raise ArchiveError("header: the entry columns do not make a table")
+    if _TIME_KEY in columns:
+        prev, times = 0, []
+        for d in columns[_TIME_KEY]:
+            if d is not None:
+                if not schema.is_int(d, -(1 << 63), (1 << 63) - 1):
+                    raise ArchiveError("header: bad modification time")
+                prev += d
+            times.append(None if d is None else prev)
+        columns = {**columns, _TIME_KEY: times}
+    header = {k: v for k, v in stored.items() if k not in ("entry_count", "entry_columns")}
+    header["entries"] = [{k: c[i] for k, c in columns.items() if c[i] is not None} for i in range(n)]
+    return header
+
+
+def _deflate(raw: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=header_words.DICT_1)
+    return c.compress(raw) + c.flush()
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(-15, zdict=header_words.DICT_1)
+    try:
+        raw = d.decompress(body, limit + 1)
+    except zlib.error:
+        raise ArchiveError("header does not decompress") from None
+    if len(raw) > limit or not d.eof or d.unused_data:
+        raise ArchiveError("header does not decompress to its declared length")
+    return raw
+
+
+def _compress_header(header: dict, version: int) -> tuple[bytes, bytes]:
+    """(JSON, stored header bytes) of a header in this format version."""
+    if version < 4:
+        raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        return raw, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
+    raw = json.dumps(_to_storage(header), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return raw, min(bytes([HEADER_LZMA2]) + lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT)),
+                    bytes([HEADER_DEFLATE_DICT]) + _deflate(raw), key=len)
+
+
+def _decompress_header(head: bytes, raw_len: int, version: int) -> dict:
+    """The header dict from its stored bytes (ArchiveError naming what is wrong)."""
+    codec, body = (HEADER_LZMA2, head) if version < 4 else (head[0] if head else -1, head[1:])
+    if codec == HEADER_LZMA2:
+        raw = b"".join(unstore_chunks(body, {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
+    elif codec == HEADER_DEFLATE_DICT:
+        raw = _inflate(body, raw_len)
+        if len(raw) != raw_len:
+            raise ArchiveError("header does not decompress to its declared length")
+    else:
+        raise ArchiveError(f"unknown header codec {codec}")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ArchiveError("header is not valid JSON") from None
+    return _from_storage(header) if version >= 4 else header
+
+
 def pack(header: dict, blobs: list[bytes], version: int = FORMAT_VERSION) -> bytes:
-    """Archive bytes: preamble, LZMA2-compressed JSON header, the blobs back to back, sha256."""
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    head = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
+    """Archive bytes: preamble, compressed JSON header, the blobs back to back, sha256."""
+    raw, head = _compress_header(header, version)
     payload_len = sum(len(b) for b in blobs)
     h = hashlib.sha256()
     out = io.BytesIO()
@@ -91,9 +189,8 @@ def unpack(data: bytes) -> tuple[int, dict, bytes]:
     for tools and tests that take archives apart. `Reader` is the checked way in."""
     _, version, head_len, raw_len, payload_len = _PREAMBLE.unpack(data[:PREAMBLE_SIZE])
     head = data[PREAMBLE_SIZE:PREAMBLE_SIZE + head_len]
-    raw = lzma.decompress(head, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT, None))
     start = PREAMBLE_SIZE + head_len
-    return version, json.loads(raw), data[start:start + payload_len]
+    return version, _decompress_header(head, raw_len, version), data[start:start + payload_len]
 
 
 class Blobs:
@@ -187,13 +284,10 @@ class Reader:
             raise ArchiveError(f"{self.name}: header declares {raw_len} bytes from {head_len} compressed")
         f.seek(PREAMBLE_SIZE)
         try:
-            raw = b"".join(unstore_chunks(f.read(head_len), {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
-        except ArchiveError:
-            raise ArchiveError(f"{self.name}: header does not decompress") from None
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ArchiveError(f"{self.name}: header is not valid JSON") from None
+            header = _decompress_header(f.read(head_len), raw_len, version)
+        except ArchiveError as exc:
+            msg = str(exc)
+            raise ArchiveError(f"{self.name}: " + ("header does not decompress" if "stored entry" in msg else msg)) from None
         self.header_len, self.payload_len = head_len, payload_len
         self.payload_start = PREAMBLE_SIZE + head_len
         try:

@@ -16,7 +16,7 @@ from bbans.errors import ArchiveError
 from bbans.io import images, rebuild
 from bbans.models import registry
 
-FORMATS_READ = (1, 2, 3)
+FORMATS_READ = (1, 2, 3, 4)
 STAGING_PREFIX = ".bbans-partial-"
 
 # LZMA2 never expands data by more than ~7000x (measured 6841x on 100 MB of zeros), so a blob

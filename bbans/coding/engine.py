@@ -133,12 +133,17 @@ class EngineConfig:
 
 
 def default_lr(model) -> float:
-    """K-step learning rate: 1e-3 for colour models, 5e-3 for grey and binary ones.
+    """K-step learning rate: the model's own (`kstep_lr`, set from its bundle's record, where
+    benchmarks/kstep_rate.py chose the rate at which the coded size falls with every step),
+    else 1e-3 for colour models and 5e-3 for grey and binary ones.
 
     These are the paper's rates for its CIFAR-10 ResNet and MNIST MLPs. The hierarchies follow the
     same split: on 200 CIFAR-10 validation images cifar10-hier at K = 2 coded 4.2582 bits/dim
     with 5e-3 (worse than K = 0, 4.1721) and 4.1645 with 1e-3, while mnist-hier did best with 5e-3.
     """
+    own = getattr(model, "kstep_lr", None)
+    if own:
+        return float(own)
     return 1e-3 if model.image_shape[0] == 3 else 5e-3
 
 

@@ -158,6 +158,8 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
     if dec is None or enc is None:
         raise BBANSError(f"bundled model {name!r} is incomplete (decoder or {encoder} encoder missing)")
     model = model_from_blobs(meta["architecture"], dec, enc, device)
+    if isinstance(meta.get("kstep_lr"), (int, float)) and 0 < meta["kstep_lr"] <= 1:
+        model.kstep_lr = float(meta["kstep_lr"])  # not part of the architecture: the hash stays
     meta = dict(meta)
     meta["name"] = name
     meta["encoder"] = encoder
