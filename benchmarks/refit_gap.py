@@ -176,6 +176,7 @@ def plot(res: dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     rows = _rows(res)
     sizes = sorted({n for n, _, _ in rows})
@@ -196,6 +197,8 @@ def plot(res: dict, path: Path, title: str) -> None:
             if pts:
                 ax.plot(*zip(*pts), style, label=label)
         ax.set_xscale("log")
+        ax.set_xticks(eps, [str(e) for e in eps])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training epochs")
         ax.set_title(f"{title}: {n:,} training images", fontsize=9)
         ax.grid(alpha=0.3)

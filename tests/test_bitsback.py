@@ -197,6 +197,27 @@ def test_k_steps_that_never_pay_are_not_taken_and_the_payload_is_k0s(monkeypatch
     assert np.array_equal(out, images)
 
 
+def test_steps_that_save_nothing_stop_being_tried_after_the_trial_images(monkeypatch):
+    model = TinyVAE("logistic")
+    images = random_images("logistic", 700, (1, 6, 5), seed=9)
+    amortized = engine.posterior
+    tried = []
+
+    def steps_that_change_nothing(model, below, K=0, batch_index=0, **kw):
+        if K:
+            tried.append((batch_index, below.shape[0]))
+        return amortized(model, below, K=0, batch_index=batch_index, **kw)
+
+    monkeypatch.setattr(engine, "posterior", steps_that_change_nothing)
+    payload, stats, out = roundtrip(model, images, K=3, lanes=8, batch_size=64)
+    assert np.array_equal(out, images)
+    tried_images = sum(n for _, n in tried)
+    # Tried until STEP_TRIAL_IMAGES images were coded both ways, then never again.
+    assert engine.STEP_TRIAL_IMAGES <= tried_images < engine.STEP_TRIAL_IMAGES + 64
+    assert max(b for b, _ in tried) < len(stats["batch_ks"]) - 1
+    assert stats["batch_ks"][-1] == 0
+
+
 def test_batches_coded_with_and_without_steps_decode_exactly():
     model = TinyVAE("logistic")
     images = random_images("logistic", 32, (1, 6, 5), seed=8)

@@ -101,3 +101,16 @@ def test_a_bundled_model_brings_its_own_k_step_rate_and_archives_record_it(tmp_p
     assert reader.info(data)["groups"][0]["K"] == 1
     with Reader(data) as r:
         assert r.groups[0]["engine"]["lr"] == 0.03
+
+
+def test_k_steps_a_model_measured_as_useless_are_not_run_and_the_user_is_told():
+    from bbans.archive import writer
+    from bbans.archive.format import Reader
+
+    _, meta = C.load_model("binary-mnist-hier", "auto")
+    assert meta["kstep_gain"] < 1e-3  # its held-out saving at K=7 (RESULTS.md)
+    src = Path(__file__).parent / "fixtures" / "tree" / "binary" / "b0.png"
+    data, rep = writer.create([str(src)], writer.Options(model="binary-mnist-hier", K=3))
+    assert any("--K 3 not used with binary-mnist-hier" in n for n in rep["notes"])
+    with Reader(data) as r:
+        assert r.groups[0]["engine"]["K"] == 0

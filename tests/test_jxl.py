@@ -152,3 +152,23 @@ def test_hostile_jpeg_xl_entries_are_refused_in_one_line_before_decoding(case, w
     assert code == 3, err
     assert why in one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_large_image_the_model_clearly_loses_on_is_judged_from_a_sample_of_its_tiles(tmp_path, monkeypatch):
+    from bbans.archive import writer
+    from bbans.coding import engine
+
+    noise = np.random.default_rng(5).integers(0, 256, (320, 320, 3), dtype=np.uint8)  # 100 tiles
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    seen = []
+    real = engine.estimate_bits
+
+    def counted(model, images, *a, **kw):
+        seen.append(len(images))
+        return real(model, images, *a, **kw)
+
+    monkeypatch.setattr(engine, "estimate_bits", counted)
+    _, rep = writer.create([str(tmp_path / "noise.png")], writer.Options(model="auto"))
+    entry = rep["entries"][0]
+    assert seen == [writer.SAMPLE_TILES]  # the other 68 tiles were never run
+    assert f"from {writer.SAMPLE_TILES} of 100 tiles" in entry["why"] and entry["kind"] != "model"

@@ -43,6 +43,10 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
         })
     entries = []
     input_bytes = 0
+    group_est: dict[int, float] = {}
+    for x in header["entries"]:
+        if x["kind"] == "model":
+            group_est[x["group"]] = group_est.get(x["group"], 0) + x.get("est_bits", 0)
     for e in header["entries"]:
         row = {"path": e["path"], "kind": e["kind"]}
         if e["kind"] == "symlink":
@@ -56,8 +60,7 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
                 gd = g.get("coded_dims") or 0
                 # The group payload is one message; an entry's share is its ELBO-based estimate
                 # scaled so the shares add up to the payload.
-                total_est = sum(x.get("est_bits", 0) for x in header["entries"]
-                                if x["kind"] == "model" and x["group"] == e["group"])
+                total_est = group_est[e["group"]]
                 if total_est > 0:
                     share = 8 * g["payload"]["length"] * e.get("est_bits", 0) / total_est
                 else:

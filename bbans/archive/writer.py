@@ -170,6 +170,11 @@ class Options:
 # What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
 # estimate (measured on 1,000 digit PNGs, benchmarks/RESULTS.md "Every byte back").
 ENTRY_MODEL_BYTES = 8
+# cheaper_with: a large image's estimate starts from this many of its tiles, and stops there when
+# it puts the model this far above the cheapest other way (a sample's estimate is within a few
+# percent of the whole image's on photographs).
+SAMPLE_TILES = 32
+SAMPLE_MARGIN = 1.15
 # --model auto codes an image with a model only where that costs less than storing it. Tests of
 # routing with untrained stand-in models (which always lose) switch the comparison off.
 CHOOSE_BY_COST = True
@@ -346,14 +351,33 @@ class _Build:
             self.notes.append(f"model {name} {unusable[name]}: {count} image(s) {went} instead")
         return chosen
 
+    def _estimate(self, model, tiles: np.ndarray) -> np.ndarray:
+        # An estimate only this end makes: torch's fast float kernels do.
+        return engine.estimate_bits(model, tiles, engine.EngineConfig(
+            seed=self.opts.seed, device=self.device, arithmetic="float", dtype="float32",
+            threads=engine.resolve_threads(self.opts.threads)))
+
     def cheaper_with(self, name: str, model, members: list[str], tiled: dict) -> list[str]:
         """The members the model codes in fewer bytes than they take without it, by its -ELBO
-        (amortized, K = 0) before any coding."""
+        (amortized, K = 0) before any coding.
+
+        A large image is first estimated on a sample of SAMPLE_TILES evenly spaced tiles: where
+        that puts the model SAMPLE_MARGIN above the cheapest other way, the image goes without
+        the model and its other tiles are never run (a photograph's hundreds of tiles)."""
         self.progress(f"estimating {name}", 0, 1)
-        est = engine.estimate_bits(model, np.concatenate([tiled[p][0] for p in members]),
-                                   # An estimate only this end makes: torch's fast float kernels do.
-                                   engine.EngineConfig(seed=self.opts.seed, device=self.device, arithmetic="float",
-                                                       dtype="float32", threads=engine.resolve_threads(self.opts.threads)))
+        for path in [p for p in members if len(tiled[p][0]) > 2 * SAMPLE_TILES]:
+            n_tiles = len(tiled[path][0])
+            pick = np.linspace(0, n_tiles - 1, SAMPLE_TILES).round().astype(int)
+            sampled = float(self._estimate(model, tiled[path][0][pick]).sum()) * n_tiles / SAMPLE_TILES / 8
+            other, how = self.without_model(path)
+            if sampled > SAMPLE_MARGIN * other:
+                members = [p for p in members if p != path]
+                self.probes[path].reason = (f"model {name} would take ~{sampled:.0f} B (from {SAMPLE_TILES} of "
+                                            f"{n_tiles} tiles), {how} {other} B")
+        if not members:
+            self.progress(f"estimating {name}", 1, 1)
+            return []
+        est = self._estimate(model, np.concatenate([tiled[p][0] for p in members]))
         self.progress(f"estimating {name}", 1, 1)
         start, kept = 0, []
         for path in members:
@@ -393,7 +417,15 @@ class _Build:
         mask = np.concatenate([tiled[p][1] for p in members])
         masked = not bool(mask.all())
         lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
-        config = engine.EngineConfig(K=opts.K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
+        K = opts.K
+        gain = meta.get("kstep_gain")
+        if K and isinstance(gain, (int, float)) and gain < engine.STEP_MIN_GAIN:
+            # Measured on held-out images when the model was bundled: its steps save less than
+            # the trial could tell from noise on a folder, and cost K times the coding.
+            K = 0
+            self.notes.append(f"--K {opts.K} not used with {name}: its steps save {100 * gain:.2f}% on held-out "
+                              f"images (under {100 * engine.STEP_MIN_GAIN:.1f}%), coded at K=0")
+        config = engine.EngineConfig(K=K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
                                      batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
                                      threads=engine.resolve_threads(opts.threads),
                                      dtype="float32" if opts.arithmetic == "float" else "float64")
@@ -401,7 +433,7 @@ class _Build:
         payload, stats = engine.compress(model, tiles, mask if masked else None, config,
                                          progress=lambda done, total: self.progress(stage, done, total))
         coded_dims = int(mask.sum()) * c
-        problem = work_problem(coded_dims, opts.K, len(payload))
+        problem = work_problem(coded_dims, K, len(payload))
         if problem:
             # The reader refuses such a group (it could be a decompression bomb), so the writer
             # never makes one: these images are nearly blank and LZMA2 stores them well.

@@ -82,23 +82,22 @@ def _bpd(v) -> str:
 
 
 def _print_entries(con, rep: dict) -> None:
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False)
-    for col, just in (("path", "left"), ("kind", "left"), ("image", "left"), ("size", "right"),
-                      ("coded", "right"), ("bits/dim", "right"), ("note", "left")):
-        # Paths and reasons wrap rather than being cut: a truncated name is no use.
-        t.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("path", "note"))
+    # Plain aligned columns, not a rich table: a table of thousands of entries takes seconds to
+    # lay out. Names are printed whole (a cut name is no use); the note runs to the line's end.
+    rows = [("path", "kind", "image", "size", "coded", "bits/dim", "note")]
     for e in rep["entries"]:
         if e["kind"] == "dir":
-            t.add_row(e["path"] + "/", "dir", "", "", "", "", "")
+            rows.append((e["path"] + "/", "dir", "", "", "", "", ""))
         elif e["kind"] == "symlink":
-            t.add_row(e["path"], "symlink", "", "", "", "", f"-> {e['target']}")
+            rows.append((e["path"], "symlink", "", "", "", "", f"-> {e['target']}"))
         else:
-            kind = f"{e['kind']} {e['how']}"
-            t.add_row(e["path"], kind, e.get("image", ""), _fmt_bytes(e["size"]), _fmt_bytes(e["coded_bytes"]),
-                      _bpd(e.get("bits_per_dim")), e.get("why", ""))
-    con.print(t)
+            rows.append((e["path"], f"{e['kind']} {e['how']}", e.get("image", ""), _fmt_bytes(e["size"]),
+                         _fmt_bytes(e["coded_bytes"]), _bpd(e.get("bits_per_dim")), e.get("why", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    right = (False, False, False, True, True, True)
+    for r in rows:
+        cells = [c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(r, widths, right)]
+        con.out("  ".join(cells + [r[6]]).rstrip(), highlight=False)
 
 
 def _steps(g: dict) -> str:
