@@ -301,6 +301,7 @@ CASES: list[Case] = [
     ("recipe zlib level 10", _set_recipe("zlib", {"level": 10, "wbits": 15, "mem": 8, "strategy": 0, "header": [120, 156]})),
     ("recipe zlib settings a string", _set_recipe("zlib", "default")),
     ("recipe filter type 9", _set_recipe("filters", [[9, 28]])),
+    ("recipe filter rule unknown", _set_recipe("rule", "gimp")),
     ("recipe filters short of the rows", _set_recipe("filters", [[0, 3]])),
     ("recipe filters of another type", _wrong_filters),
     ("recipe IDAT chunk size beyond 2**31", _set_recipe("idat", 1 << 40)),

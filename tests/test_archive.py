@@ -288,4 +288,4 @@ def test_the_header_dictionary_is_frozen():
 
     assert len(header_words.DICT_1) == 32768
     assert hashlib.sha256(header_words.DICT_1).hexdigest() == (
-        "eb41ffa5b161a939064e12b5ef85f975622e59626dd3606db1eabc1240a65389")
+        "d45956beaaf751815c0aea565bcefff2071e5717172a9338dc6c59a004857786")

@@ -230,6 +230,7 @@ def _check_recipe(rec, img: dict, what: str) -> int:
             isinstance(r, list) and len(r) == 2 and is_int(r[0], 0, 4) and is_int(r[1], 1) for r in runs),
             f"{what}: recipe filters")
         need(sum(r[1] for r in runs) == h, f"{what}: recipe filters do not cover the rows")
+        need(rec.get("rule", "libpng") in rebuild.FILTER_RULES, f"{what}: recipe filter rule")
         need(is_int(rec.get("idat"), 0, (1 << 31) - 1), f"{what}: recipe idat")
     elif rec.get("kind") == "raster":
         need(rec.get("layout") in _LAYOUTS[mode], f"{what}: recipe layout")

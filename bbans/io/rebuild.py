@@ -6,8 +6,9 @@ IDAT, in order, and whatever follows IEND; a PNM, BMP or TIFF header, its commen
 trailing bytes), and the pixel data is described by a small *recipe* that regenerates it
 exactly:
 
-- PNG: each row's filter type (as its difference from the filter libpng's minimum-sum rule
-  would choose, so that a libpng file's are all zero), the zlib settings (level, window,
+- PNG: each row's filter type (as its difference from the filter a minimum-sum rule would
+  choose, libpng's or Pillow's, whichever predicts the file better, so that such a writer's
+  files are all zero), the zlib settings (level, window,
   memory level, strategy) that reproduce the IDAT stream, its 2-byte header as written, and
   the IDAT chunk size. Most PNG writers use zlib with one of
   a handful of settings; which one is found by trial, each trial abandoned at its first byte
@@ -216,15 +217,22 @@ def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
     return out.tobytes()
 
 
-def minsum_filters(rows: np.ndarray, bpp: int) -> np.ndarray:
-    """Each row's filter by libpng's heuristic: the smallest sum of the filtered bytes read as
-    signed, the first such filter on ties. Integer arithmetic: the same on every machine."""
+# The filters a writer's minimum-sum rule tries, in the order it breaks ties: libpng tries all
+# five in type order; Pillow (without optimize) None, Up, Sub and Paeth, in that order.
+FILTER_RULES = {"libpng": (0, 1, 2, 3, 4), "pillow": (0, 2, 1, 4)}
+
+
+def minsum_filters(rows: np.ndarray, bpp: int, rule: str = "libpng") -> np.ndarray:
+    """Each row's filter by a minimum-sum heuristic: the smallest sum of the filtered bytes read
+    as signed, among the rule's filters, the first in its order on ties. Integer arithmetic: the
+    same on every machine."""
     h = rows.shape[0]
+    order = FILTER_RULES[rule]
     sums = []
-    for t in range(5):
+    for t in order:
         f = np.frombuffer(filter_rows(rows, np.full(h, t, np.uint8), bpp), np.uint8).reshape(h, -1)[:, 1:]
         sums.append(np.abs(f.view(np.int8).astype(np.int64)).sum(1))
-    return np.argmin(np.stack(sums, 1), 1).astype(np.uint8)
+    return np.asarray(order, np.uint8)[np.argmin(np.stack(sums, 1), 1)]
 
 
 def _idat_size(lengths: list[int]) -> int | None:
@@ -334,8 +342,15 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
     size = _idat_size([chunks[i][2] - chunks[i][1] - 12 for i in idat])
     if size is None:
         raise NoPlan("IDAT chunks of uneven sizes")
-    residual = (types.astype(np.int16) - minsum_filters(rows, bpp)) % 5
-    recipe = {"kind": "png", "mode": mode, "split": first, "filters": runs(residual), "zlib": z, "idat": size}
+    # Filter types as their difference from the rule that predicts them best (fewest runs).
+    best = None
+    for rule in FILTER_RULES:
+        residual = runs((types.astype(np.int16) - minsum_filters(rows, bpp, rule)) % 5)
+        if best is None or len(residual) < len(best[1]):
+            best = rule, residual
+    recipe = {"kind": "png", "mode": mode, "split": first, "filters": best[1], "zlib": z, "idat": size}
+    if best[0] != "libpng":
+        recipe["rule"] = best[0]
     return recipe, data[:first] + data[last:]
 
 
@@ -344,7 +359,7 @@ def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
     residual = np.asarray(expand(recipe["filters"]), np.int16)
     if residual.shape != (rows.shape[0],):
         raise NoPlan("filter types do not cover the rows")
-    types = ((minsum_filters(rows, bpp) + residual) % 5).astype(np.uint8)
+    types = ((minsum_filters(rows, bpp, recipe.get("rule", "libpng")) + residual) % 5).astype(np.uint8)
     stream = deflate(filter_rows(rows, types, bpp), recipe["zlib"])
     size = recipe["idat"] or len(stream)
     parts = []
