@@ -95,9 +95,9 @@ def _print_entries(con, rep: dict) -> None:
                          _fmt_bytes(e["coded_bytes"]), _bpd(e.get("bits_per_dim")), e.get("why", "")))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     right = (False, False, False, True, True, True)
-    for r in rows:
-        cells = [c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(r, widths, right)]
-        con.out("  ".join(cells + [r[6]]).rstrip(), highlight=False)
+    lines = ("  ".join([c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(r, widths, right)] + [r[6]]).rstrip()
+             for r in rows)
+    con.file.write("\n".join(lines) + "\n")
 
 
 def _steps(g: dict) -> str:
