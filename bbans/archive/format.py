@@ -132,13 +132,14 @@ def _deflate(raw: bytes) -> bytes:
     return c.compress(raw) + c.flush()
 
 
-def _inflate(body: bytes, limit: int) -> bytes:
+def _inflate(body: bytes, length: int) -> bytes:
+    """Exactly `length` bytes from the primed deflate stream `body`, never more."""
     d = zlib.decompressobj(-15, zdict=header_words.DICT_1)
     try:
-        raw = d.decompress(body, limit + 1)
+        raw = d.decompress(body, length + 1)
     except zlib.error:
         raise ArchiveError("header does not decompress") from None
-    if len(raw) > limit or not d.eof or d.unused_data:
+    if len(raw) != length or not d.eof or d.unused_data:
         raise ArchiveError("header does not decompress to its declared length")
     return raw
 
@@ -157,11 +158,12 @@ def _decompress_header(head: bytes, raw_len: int, version: int) -> dict:
     """The header dict from its stored bytes (ArchiveError naming what is wrong)."""
     codec, body = (HEADER_LZMA2, head) if version < 4 else (head[0] if head else -1, head[1:])
     if codec == HEADER_LZMA2:
-        raw = b"".join(unstore_chunks(body, {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
+        try:
+            raw = b"".join(unstore_chunks(body, {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
+        except ArchiveError:
+            raise ArchiveError("header does not decompress") from None
     elif codec == HEADER_DEFLATE_DICT:
         raw = _inflate(body, raw_len)
-        if len(raw) != raw_len:
-            raise ArchiveError("header does not decompress to its declared length")
     else:
         raise ArchiveError(f"unknown header codec {codec}")
     try:
@@ -286,8 +288,7 @@ class Reader:
         try:
             header = _decompress_header(f.read(head_len), raw_len, version)
         except ArchiveError as exc:
-            msg = str(exc)
-            raise ArchiveError(f"{self.name}: " + ("header does not decompress" if "stored entry" in msg else msg)) from None
+            raise ArchiveError(f"{self.name}: {exc}") from None
         self.header_len, self.payload_len = head_len, payload_len
         self.payload_start = PREAMBLE_SIZE + head_len
         try:

@@ -406,17 +406,22 @@ class Session:
         return {"neg_elbo_bits": cont.cpu().numpy(), "discrete_neg_elbo_bits": disc.cpu().numpy()}
 
 
+def _extent(msg: Message) -> float:
+    """The bits the message would take written out now (phantom words are never written)."""
+    return 32.0 * msg.tail.size + float(np.log2(msg.heads.astype(np.float64)).sum())
+
+
 def _level(msg: Message) -> float:
-    """How many bits the message holds above the phantom words: the tail less what was borrowed, plus the heads."""
-    return 32.0 * (msg.tail.size - msg.phantom_words) + float(np.log2(msg.heads.astype(np.float64)).sum())
+    """How many bits the message holds above the phantom words: its extent less what was borrowed."""
+    return _extent(msg) - 32.0 * msg.phantom_words
 
 
 class _StepTrial:
     """Whether the compressor still tries K steps: until STEP_TRIAL_IMAGES images after the first
     batch have been coded both ways, and after that while the steps save at least STEP_MIN_GAIN
     of the bits coding without them takes (the signed sum over the batches tried, so that chance
-    wins of one way over the other cancel). A model whose amortized posteriors are as good as steps can make
-    them (binary-mnist-hier) then codes the rest at K = 0's speed, on both ends."""
+    wins of one way over the other cancel). A model whose amortized posteriors are as good as
+    steps can make them then codes the rest at K = 0's speed, on both ends."""
 
     def __init__(self, K: int):
         self.trying = K > 0
@@ -432,11 +437,6 @@ class _StepTrial:
 
 STEP_TRIAL_IMAGES = 256
 STEP_MIN_GAIN = 1e-3
-
-
-def _extent(msg: Message) -> float:
-    """The bits the message would take written out now (phantom words are never written)."""
-    return 32.0 * msg.tail.size + float(np.log2(msg.heads.astype(np.float64)).sum())
 
 
 def prepare(images: np.ndarray, mask: np.ndarray | None):
@@ -480,9 +480,10 @@ def compress(model, images: np.ndarray, mask: np.ndarray | None = None, config: 
                 plain, level = msg.copy(), _extent(msg)
                 plain_stats = s.push_batch(plain, x, m, b, 0)
                 bs = s.push_batch(msg, x, m, b, k)
+                without, with_steps = _extent(plain) - level, _extent(msg) - level
                 if b > 0:  # the first batch pays the initial bits either way: not a fair sample
-                    trial.add(size, _extent(plain) - level, _extent(msg) - level)
-                if _extent(plain) <= _extent(msg):
+                    trial.add(size, without, with_steps)
+                if without <= with_steps:
                     msg, bs, k = plain, plain_stats, 0
             else:
                 bs = s.push_batch(msg, x, m, b, 0)

@@ -222,17 +222,22 @@ def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
 FILTER_RULES = {"libpng": (0, 1, 2, 3, 4), "pillow": (0, 2, 1, 4)}
 
 
-def minsum_filters(rows: np.ndarray, bpp: int, rule: str = "libpng") -> np.ndarray:
-    """Each row's filter by a minimum-sum heuristic: the smallest sum of the filtered bytes read
-    as signed, among the rule's filters, the first in its order on ties. Integer arithmetic: the
-    same on every machine."""
+def filter_sums(rows: np.ndarray, bpp: int) -> np.ndarray:
+    """(rows, 5): each row's sum of its filtered bytes read as signed, per filter type. Integer
+    arithmetic: the same on every machine."""
     h = rows.shape[0]
-    order = FILTER_RULES[rule]
     sums = []
-    for t in order:
+    for t in range(5):
         f = np.frombuffer(filter_rows(rows, np.full(h, t, np.uint8), bpp), np.uint8).reshape(h, -1)[:, 1:]
         sums.append(np.abs(f.view(np.int8).astype(np.int64)).sum(1))
-    return np.asarray(order, np.uint8)[np.argmin(np.stack(sums, 1), 1)]
+    return np.stack(sums, 1)
+
+
+def minsum_filters(sums: np.ndarray, rule: str = "libpng") -> np.ndarray:
+    """Each row's filter by a minimum-sum heuristic over `filter_sums`: the smallest sum among
+    the rule's filters, the first in its order on ties."""
+    order = np.asarray(FILTER_RULES[rule])
+    return order[np.argmin(sums[:, order], 1)].astype(np.uint8)
 
 
 def _idat_size(lengths: list[int]) -> int | None:
@@ -343,9 +348,9 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
     if size is None:
         raise NoPlan("IDAT chunks of uneven sizes")
     # Filter types as their difference from the rule that predicts them best (fewest runs).
-    best = None
+    best, sums = None, filter_sums(rows, bpp)
     for rule in FILTER_RULES:
-        residual = runs((types.astype(np.int16) - minsum_filters(rows, bpp, rule)) % 5)
+        residual = runs((types.astype(np.int16) - minsum_filters(sums, rule)) % 5)
         if best is None or len(residual) < len(best[1]):
             best = rule, residual
     recipe = {"kind": "png", "mode": mode, "split": first, "filters": best[1], "zlib": z, "idat": size}
@@ -359,7 +364,7 @@ def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
     residual = np.asarray(expand(recipe["filters"]), np.int16)
     if residual.shape != (rows.shape[0],):
         raise NoPlan("filter types do not cover the rows")
-    types = ((minsum_filters(rows, bpp, recipe.get("rule", "libpng")) + residual) % 5).astype(np.uint8)
+    types = ((minsum_filters(filter_sums(rows, bpp), recipe.get("rule", "libpng")) + residual) % 5).astype(np.uint8)
     stream = deflate(filter_rows(rows, types, bpp), recipe["zlib"])
     size = recipe["idat"] or len(stream)
     parts = []
