@@ -226,13 +226,11 @@ def _bpd(bits: float, dims: int) -> float:
 
 
 def engine_config(model, k: int, engine_kwargs: dict):
-    """EngineConfig for one method; the K-step learning rate is the engine's per-model default."""
+    """EngineConfig for one method; the settings a model's bundle chooses (K-step rate, latent
+    buckets, uncoded channels) are the model's own unless engine_kwargs name them."""
     from bbans.coding import engine
 
-    kw = dict(engine_kwargs)
-    if "lr" not in kw:
-        kw["lr"] = engine.default_lr(model)
-    return engine.EngineConfig(K=k, **kw)
+    return engine.EngineConfig(K=k, **{**engine.model_settings(model), **engine_kwargs})
 
 
 def run_method(model, images: np.ndarray, spec: MethodSpec, engine_kwargs: dict, progress: Progress = _noop,

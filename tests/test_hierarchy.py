@@ -15,7 +15,7 @@ from bbans.coding.distributions import (discretized_logistic_cdf, discretized_lo
                                         discretized_logistic_mix_logp)
 from bbans.coding.engine import EngineConfig
 from bbans.coding.inference import posterior
-from bbans.errors import BBANSError
+from bbans.errors import BBANSError, MismatchError
 from bbans.models import likelihoods
 from bbans.models.architecture import build_model, default_architecture
 from bbans.models.hierarchy import HierarchicalVAE, merge_groups, split_groups
@@ -273,3 +273,83 @@ def test_pixel_groups_are_refused_outside_the_hierarchy():
         default_architecture("mnist", family="paper", pixel_groups=4)
     with pytest.raises(BBANSError, match="pixel_groups"):
         HierarchicalVAE("bernoulli", image_shape=SHAPE, pixel_groups=3)
+
+
+# ---- collapsed latent channels and the latent precision ------------------------------------------
+
+
+@pytest.mark.parametrize("K", [0, 2])
+def test_collapsed_channels_round_trip_and_are_neither_popped_nor_pushed(K):
+    m = tiny("bernoulli", pixel_groups=4)
+    x = images("bernoulli", 12)
+    collapsed = ((0, 1), (2, 0))
+    payload, stats, back = roundtrip(m, x, K=K, lr=1e-2, collapsed=collapsed)
+    assert np.array_equal(back, x)
+    assert stats["config"].collapsed == collapsed
+    # Coding one channel of z1 fewer and one of z3: the coder's own figure drops those terms,
+    # and what the message spends still follows it.
+    extra = 8 * len(payload) - stats["discrete_neg_elbo_bits"]
+    assert -64 < extra < stats["initial_bits"] + 16 * 64 + 0.01 * stats["discrete_neg_elbo_bits"]
+    # Every image's z1 channel 1 holds the bucket just above 0, on both ends.
+    with engine.deterministic(stats["config"]):
+        s = engine.Session(m, stats["config"])
+        trace = engine._Trace(0.0)
+        s.batch_codec(len(x), SHAPE, None, 0, 0, trace).push(Message(16, seed=0), torch.as_tensor(x))
+    idx = trace.layers[0]["idx"].reshape((len(x),) + m.latent_shapes(SHAPE)[0])
+    assert (idx[:, 1] == 1 << (EngineConfig().prior_prec - 1)).all()
+    assert not (idx[:, 0] == 1 << (EngineConfig().prior_prec - 1)).all()
+
+
+def test_collapsing_channels_shallows_the_draw_that_funds_a_batch():
+    m = tiny("bernoulli")
+    x = images("bernoulli", 1)
+    config = EngineConfig(lanes=1, batch_size=1, threads=1)
+    _, every = engine.compress(m, x, None, config)
+    _, fewer = engine.compress(m, x, None, EngineConfig(**{**config.to_dict(), "collapsed": [[0, 0]]}))
+    assert fewer["initial_bits"] < every["initial_bits"]
+
+
+def test_archives_name_collapsed_channels_only_when_there_are_some():
+    assert "collapsed" not in EngineConfig().to_dict()
+    cfg = EngineConfig(collapsed=((1, 0), (0, 3)))
+    assert EngineConfig.from_dict(cfg.to_dict()).collapsed == ((0, 3), (1, 0))
+
+
+def test_a_collapsed_channel_the_model_lacks_is_refused_by_name():
+    m = tiny()
+    x = images("logistic_mix", 2)
+    payload, stats = engine.compress(m, x, None, EngineConfig(lanes=16, threads=1))
+    bad = EngineConfig(**{**stats["config"].to_dict(), "collapsed": [[0, 5]]})
+    with pytest.raises(MismatchError, match="latent channel 5 of layer 0"):
+        engine.decompress(m, payload, len(x), x.shape[1:], None, bad)
+
+
+@pytest.mark.parametrize("prior_prec", [5, 8])
+def test_every_latent_precision_round_trips_and_fewer_buckets_draw_less(prior_prec):
+    m = tiny("bernoulli", pixel_groups=4)
+    x = images("bernoulli", 10)
+    _, stats, back = roundtrip(m, x, prior_prec=prior_prec)
+    assert np.array_equal(back, x)
+    one = EngineConfig(lanes=1, batch_size=1, threads=1, prior_prec=prior_prec)
+    _, first = engine.compress(m, x[:1], None, one)
+    _, eight = engine.compress(m, x[:1], None, EngineConfig(lanes=1, batch_size=1, threads=1))
+    assert (first["initial_bits"] < eight["initial_bits"]) == (prior_prec < 8)
+
+
+def test_a_bundles_latent_coding_becomes_the_engine_settings():
+    m = tiny()
+    assert engine.model_settings(m)["collapsed"] == () and engine.model_settings(m)["prior_prec"] == 8
+    m.collapsed_latents, m.latent_prec = ((2, 1), (0, 0)), 6
+    assert engine.model_settings(m)["collapsed"] == ((0, 0), (2, 1))
+    assert engine.model_settings(m)["prior_prec"] == 6
+
+
+def test_log_px_of_coded_pixels_reuses_the_codecs_group_parameters_exactly():
+    m = tiny("bernoulli", pixel_groups=4)
+    x = torch.as_tensor(images("bernoulli", 3))
+    with torch.no_grad():
+        params = m.decode(m.encode(x)[0])
+        fresh = m.log_px(x, params)
+        m.observation_codec(params, 16).push(Message(8, seed=0), x)
+        assert set(params["coded_groups"]) == {0, 1, 2, 3}
+        assert torch.equal(m.log_px(x, params), fresh)

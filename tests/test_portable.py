@@ -152,6 +152,44 @@ def test_exact_layers_match_an_int64_reference(case):
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.detach().abs().max()))
 
 
+def test_a_frozen_exact_layer_follows_its_weights_when_they_change():
+    """A coder keeps a frozen layer's weights on their grid between calls; loading other weights
+    (in place, as load_state_dict does) or moving the layer must not leave the old grid in use."""
+    from bbans.coding import arithmetic as ar
+    from bbans.models import layers
+
+    torch.manual_seed(1)
+    layer = layers.Conv2d(4, 6, 3, padding=1).double().requires_grad_(False)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    fresh = layers.Conv2d(4, 6, 3, padding=1).double().requires_grad_(False)
+    with ar.using(ar.EXACT):
+        before = layer(x)
+        assert torch.equal(layer(x), before)
+        layer.load_state_dict(fresh.state_dict())
+        assert torch.equal(layer(x), fresh(x)) and not torch.equal(layer(x), before)
+        with torch.no_grad():
+            layer.weight.mul_(2.0)
+        doubled = layer(x)
+        layer.float().double()
+        assert torch.equal(layer(x), doubled)
+        assert not torch.equal(doubled, fresh(x))
+
+
+def test_exact_exp_without_autograd_is_the_same_operations_as_with_it():
+    """exact_exp runs in place when nothing differentiates through it; the bits must be those of
+    the out-of-place sequence that defines exact-1 (and that autograd still runs)."""
+    from bbans.coding import arithmetic as ar
+
+    x = torch.cat([torch.randn(100_000, dtype=torch.float64) * 40,
+                   torch.tensor([0.0, -0.0, 1e-300, -750.0, 750.0, 709.5, -708.2], dtype=torch.float64)])
+    kept = x.clone()
+    plain = ar.exact_exp(x)
+    with torch.enable_grad():
+        tracked = ar.exact_exp(x.clone().requires_grad_(True))
+    assert torch.equal(plain.view(torch.int64), tracked.detach().view(torch.int64))
+    assert torch.equal(x.view(torch.int64), kept.view(torch.int64))  # its input left as it was
+
+
 def test_an_images_exact_posterior_does_not_depend_on_its_batch_mates_nor_the_code_on_threads():
     from bbans.coding import arithmetic as ar
     from bbans.coding.inference import posterior

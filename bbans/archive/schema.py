@@ -163,6 +163,11 @@ def _check_engine(eng, tiles, what: str) -> None:
                 isinstance(p, list) and len(p) == 2 and is_int(p[0], 0, eng.get("K", 0)) and is_int(p[1], 1)
                 for p in value)
             need(ok and sum(b for _, b in value) <= tiles, f"{what}: engine setting 'batch_ks'")
+        elif key == "collapsed":
+            # Latent channels left uncoded, as [layer, channel] pairs; the model checks they exist.
+            ok = isinstance(value, list) and len(value) <= 4096 and all(
+                isinstance(p, list) and len(p) == 2 and is_int(p[0], 0, 63) and is_int(p[1], 0, 4095) for p in value)
+            need(ok, f"{what}: engine setting 'collapsed'")
         elif key in _INT_RANGES:
             lo, hi = _INT_RANGES[key]
             # Steps, lanes, threads and precisions size loops and tables: bounded like lengths.

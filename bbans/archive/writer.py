@@ -355,7 +355,7 @@ class _Build:
         # An estimate only this end makes: torch's fast float kernels do.
         return engine.estimate_bits(model, tiles, engine.EngineConfig(
             seed=self.opts.seed, device=self.device, arithmetic="float", dtype="float32",
-            threads=engine.resolve_threads(self.opts.threads)))
+            threads=engine.resolve_threads(self.opts.threads), **engine.model_settings(model)))
 
     def cheaper_with(self, name: str, model, members: list[str], tiled: dict) -> list[str]:
         """The members the model codes in fewer bytes than they take without it, by its -ELBO
@@ -425,9 +425,9 @@ class _Build:
             K = 0
             self.notes.append(f"--K {opts.K} not used with {name}: its steps save {100 * gain:.2f}% on held-out "
                               f"images (under {100 * engine.STEP_MIN_GAIN:.1f}%), coded at K=0")
-        config = engine.EngineConfig(K=K, lr=engine.default_lr(model), seed=opts.seed, lanes=lanes,
-                                     batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
-                                     threads=engine.resolve_threads(opts.threads),
+        config = engine.EngineConfig(K=K, seed=opts.seed, lanes=lanes, batch_size=opts.batch_size,
+                                     device=self.device, arithmetic=opts.arithmetic,
+                                     threads=engine.resolve_threads(opts.threads), **engine.model_settings(model),
                                      dtype="float32" if opts.arithmetic == "float" else "float64")
         stage = f"coding {len(members)} image(s) with {name}"
         payload, stats = engine.compress(model, tiles, mask if masked else None, config,

@@ -65,11 +65,21 @@ def _horner(coeffs, x: torch.Tensor) -> torch.Tensor:
 
 
 def exact_exp(x: torch.Tensor) -> torch.Tensor:
-    x = x.to(F64).clamp(-708.0, 709.0)
-    k = torch.floor(x * INV_LN2 + 0.5)
-    r = x - k * LN2_HI
-    r = r - k * LN2_LO  # |r| <= ln2 / 2: the Taylor tail past r**11 is below 1e-15
-    return _horner(_EXP_COEFFS, r) * pow2(k.to(torch.int64))
+    if x.requires_grad and torch.is_grad_enabled():
+        x = x.to(F64).clamp(-708.0, 709.0)
+        k = torch.floor(x * INV_LN2 + 0.5)
+        r = x - k * LN2_HI
+        r = r - k * LN2_LO  # |r| <= ln2 / 2: the Taylor tail past r**11 is below 1e-15
+        return _horner(_EXP_COEFFS, r) * pow2(k.to(torch.int64))
+    # The same operations in the same order, in place on buffers of our own: every activation
+    # of every exact network passes through here.
+    r = x.to(F64).clamp(-708.0, 709.0)
+    k = torch.mul(r, INV_LN2).add_(0.5).floor_()
+    r.sub_(k * LN2_HI).sub_(k * LN2_LO)
+    p = torch.full_like(r, _EXP_COEFFS[-1])
+    for c in reversed(_EXP_COEFFS[:-1]):
+        p.mul_(r).add_(c)
+    return p.mul_(pow2(k.to(torch.int64)))
 
 
 def exact_log(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """A codec is a pair push(msg, symbols) / pop(msg) -> symbols; this module is how codecs combine.
 
 - `serial`: several codecs, one after another;
-- `masked`: a codec of only some positions of an array; the others pop as 0;
+- `masked`: a codec of only some positions of an array; the others pop as a constant;
 - `sequence`: a codec described only by its push, as steps that each pop or push one variable
   with a codec built from variables already known. Its pop is derived: the steps run backwards,
   each inverted (a pop becomes a push of the same variable with the same codec, a push a pop).
@@ -56,9 +56,9 @@ def flat_ints(x, what: str = "symbols") -> np.ndarray:
     return x.reshape(-1).astype(np.int64, copy=False)
 
 
-def masked(inner: Codec, mask: np.ndarray | None) -> Codec:
+def masked(inner: Codec, mask: np.ndarray | None, fill: int = 0) -> Codec:
     """`inner` codes the positions where the flat boolean `mask` is True, in C order; pushing
-    takes the whole array, popping gives it back with 0 elsewhere. None: every position."""
+    takes the whole array, popping gives it back with `fill` elsewhere. None: every position."""
     if mask is None:
         return inner
     mask = np.asarray(mask, dtype=bool).reshape(-1)
@@ -72,7 +72,7 @@ def masked(inner: Codec, mask: np.ndarray | None) -> Codec:
         inner.push(msg, x[rows])
 
     def pop(msg: Message) -> np.ndarray:
-        out = np.zeros(n, dtype=np.int64)
+        out = np.full(n, fill, dtype=np.int64)
         out[rows] = inner.pop(msg)
         return out
 

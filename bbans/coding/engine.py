@@ -43,7 +43,7 @@ import torch
 from bbans.coding import arithmetic, codecs
 from bbans.coding.ans import Message
 from bbans.coding.bitsback import bit_swap
-from bbans.coding.compose import Codec
+from bbans.coding.compose import Codec, masked
 from bbans.coding.distributions import (gaussian_entropy, gaussian_kl_std_normal, gaussian_logpdf,
                                         std_normal_bucket_centres, std_normal_bucket_edges)
 from bbans.coding.inference import posterior
@@ -72,6 +72,11 @@ class EngineConfig:
     # The steps each batch ran, as ((K, repeat), ...) in batch order; empty: K for every batch.
     # `compress` runs a batch's K steps only where they code it in fewer bits than none.
     batch_ks: tuple = ()
+    # Latent channels not coded, as ((layer, channel), ...): each holds the bucket at 0 in every
+    # image (`COLLAPSED_BUCKET`). For channels whose posterior is their prior whatever the image
+    # (`collapsed_latents`), which net nothing but make the message fund prior_prec bits per
+    # latent before it can push the image. Empty: every channel coded.
+    collapsed: tuple = ()
     # bbans.coding.arithmetic: "exact-1" decodes on any machine; "float" (every archive before
     # the setting existed) only where the same kernels run.
     arithmetic: str = arithmetic.DEFAULT
@@ -83,6 +88,10 @@ class EngineConfig:
             d["batch_ks"] = [list(p) for p in self.batch_ks]
         else:
             del d["batch_ks"]  # archives that run K everywhere stay readable by older versions
+        if self.collapsed:
+            d["collapsed"] = [list(p) for p in self.collapsed]
+        else:
+            del d["collapsed"]  # and so do archives that code every channel
         return d
 
     @classmethod
@@ -111,6 +120,13 @@ class EngineConfig:
                 raise MismatchError("engine settings: batch_ks must be (K, repeat) pairs") from None
             if any(not 0 <= a <= d.get("K", 0) or b < 1 for a, b in d["batch_ks"]):
                 raise MismatchError("engine settings: a batch's K must lie in 0..K and repeats be positive")
+        if "collapsed" in d:
+            try:
+                d["collapsed"] = tuple(sorted({(int(a), int(b)) for a, b in d["collapsed"]}))
+            except (TypeError, ValueError):
+                raise MismatchError("engine settings: collapsed must be (layer, channel) pairs") from None
+            if any(a < 0 or b < 0 for a, b in d["collapsed"]):
+                raise MismatchError("engine settings: collapsed layers and channels must be non-negative")
         return cls(**d)
 
     def partition(self, n: int) -> list[int]:
@@ -145,6 +161,25 @@ def default_lr(model) -> float:
     if own:
         return float(own)
     return 1e-3 if model.image_shape[0] == 3 else 5e-3
+
+
+def collapsed_latents(model) -> tuple:
+    """The model's collapsed latent channels as ((layer, channel), ...): those its bundle's record
+    names (`collapsed_latents`, chosen by benchmarks/latent_coding.py), else none."""
+    return tuple(sorted((int(a), int(b)) for a, b in getattr(model, "collapsed_latents", ()) or ()))
+
+
+def latent_precision(model) -> int:
+    """Bits of a latent's bucket index: the model's own (`latent_prec`, chosen by
+    benchmarks/latent_coding.py), else EngineConfig's. Fewer buckets make each latent's table
+    smaller and its pop shallower, at a measured cost in rate."""
+    own = getattr(model, "latent_prec", None)
+    return int(own) if own else EngineConfig.prior_prec
+
+
+def model_settings(model) -> dict:
+    """The EngineConfig fields a model's bundle chooses: K-step rate, latent buckets, collapsed channels."""
+    return {"lr": default_lr(model), "prior_prec": latent_precision(model), "collapsed": collapsed_latents(model)}
 
 
 def resolve_threads(threads: int) -> int:
@@ -293,6 +328,44 @@ class Session:
         base_edges = std_normal_bucket_edges(config.prior_prec, device=self.device)
         self.centres = [(base_centres * sc).to(self.dtype) for sc in self.scales]
         self.edges = [base_edges * sc for sc in self.scales]
+        self.fill = 1 << (config.prior_prec - 1)  # the bucket just above 0, a collapsed channel's
+        self.active = self._active_channels(config.collapsed)
+
+    def _active_channels(self, collapsed: tuple) -> list:
+        """Per layer, None (every channel coded) or a bool array over its channels."""
+        if not collapsed:
+            return [None] * self.layers
+        shapes = self.model.latent_shapes()
+        if any(len(sh) != 3 for sh in shapes):
+            raise MismatchError("the archive leaves latent channels uncoded, which only a convolutional model has")
+        active = [np.ones(sh[0], dtype=bool) for sh in shapes]
+        for layer, ch in collapsed:
+            if layer >= self.layers or ch >= len(active[layer]):
+                raise MismatchError(f"the archive leaves latent channel {ch} of layer {layer} uncoded; "
+                                    "this model has no such channel")
+            active[layer][ch] = False
+        return [None if a.all() else a for a in active]
+
+    def _coded(self, layer: int, shape) -> np.ndarray | None:
+        """Flat bool mask of the coded latents of a layer's (N, C, H, W) array, or None: all."""
+        a = self.active[layer]
+        if a is None:
+            return None
+        return np.broadcast_to(a[None, :, None, None], tuple(shape)).reshape(-1)
+
+    def _only_coded(self, layer: int, t: torch.Tensor) -> torch.Tensor:
+        """t (N, C, H, W) with the uncoded channels' terms zeroed."""
+        a = self.active[layer]
+        if a is None:
+            return t
+        return t * torch.as_tensor(a, device=t.device).to(t.dtype)[None, :, None, None]
+
+    def collapse(self, layer: int, idx: np.ndarray, shape) -> np.ndarray:
+        """Bucket indices of a layer with its uncoded channels at their constant."""
+        rows = self._coded(layer, shape)
+        if rows is None:
+            return idx
+        return np.where(rows, idx.reshape(-1), self.fill).reshape(idx.shape)
 
     # -- the pieces ---------------------------------------------------------------------------
     def posterior(self, layer: int, below: torch.Tensor, batch_index: int, K: int):
@@ -300,9 +373,16 @@ class Session:
         return posterior(self.model, below, K=K, lr=c.lr, seed=c.seed, batch_index=batch_index, layer=layer)
 
     def latent_codec(self, layer: int, mu, std) -> Codec:
-        """A posterior, or a conditional prior p(z_layer | z_layer+1): Gaussians over the buckets."""
+        """A posterior, or a conditional prior p(z_layer | z_layer+1): Gaussians over the buckets,
+        of the coded channels only."""
         c = self.config
-        return codecs.gaussian_posterior(mu.reshape(-1), std.reshape(-1), c.prior_prec, c.q_prec, self.scales[layer])
+        rows = self._coded(layer, mu.shape)
+        mu, std = mu.reshape(-1), std.reshape(-1)
+        if rows is None:
+            return codecs.gaussian_posterior(mu, std, c.prior_prec, c.q_prec, self.scales[layer])
+        keep = torch.as_tensor(np.flatnonzero(rows), device=mu.device)
+        inner = codecs.gaussian_posterior(mu[keep], std[keep], c.prior_prec, c.q_prec, self.scales[layer])
+        return masked(inner, rows, self.fill)
 
     def conditional_prior(self, layer: int, z_above: torch.Tensor):
         with torch.no_grad():
@@ -359,7 +439,9 @@ class Session:
 
             return codec
 
-        top = codecs.uniform(int(np.prod(shapes[-1])), self.config.prior_prec)
+        top_rows = self._coded(self.layers - 1, shapes[-1])
+        top = masked(codecs.uniform(int(np.prod(shapes[-1]) if top_rows is None else top_rows.sum()),
+                                    self.config.prior_prec), top_rows, self.fill)
         return bit_swap([(posterior(i), likelihood(i)) for i in range(self.layers)], top)
 
     def push_batch(self, msg: Message, x: torch.Tensor, mask, batch_index: int, K: int) -> dict:
@@ -373,13 +455,13 @@ class Session:
 
     # -- statistics -----------------------------------------------------------------------
     def _log2_mass(self, layer: int, idx: np.ndarray, mu, std) -> torch.Tensor:
-        """Per image, log2 of the quantised-free bucket masses of the coded indices."""
+        """Per image, log2 of the quantised-free bucket masses of the coded latents."""
         idx = torch.as_tensor(idx.astype(np.int64), device=self.device).reshape(mu.shape)
         mu64, std64 = mu.double(), std.double()
         edges = self.edges[layer]
         lo = torch.special.ndtr((edges[idx] - mu64) / std64)
         hi = torch.special.ndtr((edges[idx + 1] - mu64) / std64)
-        return torch.log2(torch.clamp(hi - lo, min=2.0 ** -self.config.q_prec)).flatten(1).sum(1)
+        return self._only_coded(layer, torch.log2(torch.clamp(hi - lo, min=2.0 ** -self.config.q_prec))).flatten(1).sum(1)
 
     def batch_stats(self, x, layers: list, params) -> dict:
         """Per-image -ELBO and the same with the codec's latent discretisation, in bits.
@@ -394,14 +476,15 @@ class Session:
             for layer, (idx, mu, std, pm, ps) in enumerate(layers):
                 if pm is None:
                     kl = gaussian_kl_std_normal(mu.double(), std.double())
-                    disc += mu[0].numel() * self.config.prior_prec
+                    coded = self._coded(layer, mu.shape)
+                    disc += (mu[0].numel() if coded is None else int(coded.sum()) // mu.shape[0]) * self.config.prior_prec
                 else:
                     # z_{i+1} was drawn given z_i, so the prior term is taken at the coded z_i, not
                     # averaged over q(z_i): log q analytic (minus the entropy), log p at the sample.
                     z = self.latents(layer, idx, mu.shape).double()
                     kl = -gaussian_entropy(std.double()) - gaussian_logpdf(z, pm.double(), ps.double())
                     disc -= self._log2_mass(layer, idx, pm, ps)
-                cont += kl.flatten(1).sum(1) / LN2
+                cont += self._only_coded(layer, kl).flatten(1).sum(1) / LN2
                 disc += self._log2_mass(layer, idx, mu, std)
         return {"neg_elbo_bits": cont.cpu().numpy(), "discrete_neg_elbo_bits": disc.cpu().numpy()}
 
@@ -574,7 +657,7 @@ def estimate_bits(model, images: np.ndarray, config: EngineConfig = EngineConfig
                 noise = torch.randn(mu.shape, generator=g, dtype=torch.float64).to(s.device)
                 edges = s.edges[layer]
                 t = torch.searchsorted(edges, (mu.double() + std.double() * noise).contiguous(), right=True) - 1
-                idx = t.clamp(0, edges.numel() - 2).cpu().numpy()
+                idx = s.collapse(layer, t.clamp(0, edges.numel() - 2).cpu().numpy(), mu.shape)
                 z = s.latents(layer, idx, mu.shape)
                 if layer == 0:
                     params = s.decode(z)

@@ -160,6 +160,11 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
     model = model_from_blobs(meta["architecture"], dec, enc, device)
     if isinstance(meta.get("kstep_lr"), (int, float)) and 0 < meta["kstep_lr"] <= 1:
         model.kstep_lr = float(meta["kstep_lr"])  # not part of the architecture: the hash stays
+    if isinstance(meta.get("latent_prec"), int) and 1 <= meta["latent_prec"] <= 12:
+        model.latent_prec = meta["latent_prec"]
+    if isinstance(meta.get("collapsed_latents"), list):
+        # Coding settings, not weights: an archive records the channels it left uncoded.
+        model.collapsed_latents = tuple((int(a), int(b)) for a, b in meta["collapsed_latents"])
     meta = dict(meta)
     meta["name"] = name
     meta["encoder"] = encoder

@@ -176,9 +176,12 @@ class HierarchicalVAE(VAE):
         return self._shaped(raw[g] + head(torch.cat(raw + known, dim=1)))
 
     def log_px(self, x_uint8, params) -> torch.Tensor:
+        """log p(x | z1) per image; `params` from decode, and where the observation codec has
+        coded these very pixels with them, its group parameters are taken, not computed again."""
         if self.pixel_groups == 1:
             return self.px.log_px(x_uint8, params)
-        return sum(self.px.log_px(part, self.group_params(params, x_uint8, g))
+        coded = params.get("coded_groups", {})
+        return sum(self.px.log_px(part, coded[g] if g in coded else self.group_params(params, x_uint8, g))
                    for g, part in enumerate(split_groups(x_uint8)))
 
     def observation_codec(self, params: dict, precision: int, mask=None) -> Codec:
@@ -197,10 +200,14 @@ class HierarchicalVAE(VAE):
                 part.copy_(_pixels(values, part.shape, raw.device))
             return x
 
+        # Each group's parameters depend only on z1 and the groups before it, which both ends
+        # hold exactly when they build the group's codec: log_px of the coded pixels reuses them.
+        coded = params["coded_groups"] = {}
+
         def group(g: int):
             def codec(*known) -> Codec:
                 with torch.no_grad():
-                    gp = self.group_params(params, canvas(known), g)
+                    gp = coded[g] = self.group_params(params, canvas(known), g)
                 return self.px.codec(gp, precision, masks[g])
 
             return codec

@@ -87,9 +87,24 @@ class _GradOnGrid(torch.autograd.Function):
         return to_grid(g, GRAD_BITS)
 
 
-def exact_sums(x: torch.Tensor, weight: torch.Tensor, bias, fan: int, op) -> torch.Tensor:
-    """op(x on its grid, weight on its grid) + bias, every sum exact; op has no bias of its own."""
-    w = to_grid(weight.detach(), weight_bits(fan), per_image=False)
+def _weight_on_grid(layer: nn.Module, fan: int) -> torch.Tensor:
+    """The layer's weight on its grid; kept while the weight is frozen and unchanged (a coder
+    runs the same layers thousands of times), recomputed whenever it may have moved."""
+    weight = layer.weight
+    if weight.requires_grad:
+        return to_grid(weight.detach(), weight_bits(fan), per_image=False)
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
+    cached = layer.__dict__.get("_weight_grid")
+    if cached is None or cached[0] != key:
+        cached = (key, to_grid(weight.detach(), weight_bits(fan), per_image=False))
+        layer.__dict__["_weight_grid"] = cached
+    return cached[1]
+
+
+def exact_sums(x: torch.Tensor, layer: nn.Module, fan: int, op) -> torch.Tensor:
+    """op(x on its grid, the layer's weight on its grid) + its bias, every sum exact; op has no
+    bias of its own."""
+    w, bias = _weight_on_grid(layer, fan), layer.bias
     y = op(_InputOnGrid.apply(x), w)
     if torch.is_grad_enabled() and y.requires_grad:
         y = _GradOnGrid.apply(y)
@@ -105,7 +120,7 @@ class Conv2d(nn.Conv2d):
             return super().forward(x)
         cout, cin, kh, kw = self.weight.shape
         fan = max(cin * kh * kw, cout * kh * kw)  # forward sums, and backward ones through the weights
-        return exact_sums(x, self.weight, self.bias, fan,
+        return exact_sums(x, self, fan,
                           lambda xq, w: F.conv2d(xq, w, None, self.stride, self.padding, self.dilation, self.groups))
 
 
@@ -117,7 +132,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             raise NotImplementedError("exact ConvTranspose2d takes no output_size")
         cin, cout, kh, kw = self.weight.shape
         fan = max(cin * kh * kw, cout * kh * kw)
-        return exact_sums(x, self.weight, self.bias, fan,
+        return exact_sums(x, self, fan,
                           lambda xq, w: F.conv_transpose2d(xq, w, None, self.stride, self.padding,
                                                            self.output_padding, self.groups, self.dilation))
 
@@ -127,7 +142,7 @@ class Linear(nn.Linear):
         if not is_exact():
             return super().forward(x)
         fan = max(self.in_features, self.out_features)
-        return exact_sums(x, self.weight, self.bias, fan, lambda xq, w: xq.matmul(w.t()))
+        return exact_sums(x, self, fan, lambda xq, w: xq.matmul(w.t()))
 
 
 class ELU(nn.Module):
