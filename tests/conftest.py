@@ -218,13 +218,13 @@ def fake_model(name: str, seed: int = 0):
 @pytest.fixture
 def fake_models(monkeypatch):
     """Every registered model "bundled" as a `fake_model` (refit and baseline encoders differ):
-    `checkpoints.list_models` and `load_model` hand them out. Returns a dict whose "salt" is
+    `catalog.records` and `checkpoints.load_model` hand them out. Returns a dict whose "salt" is
     appended to every model hash, to stand for retrained weights."""
-    from bbans.models import checkpoints, registry
+    from bbans.models import catalog, checkpoints, registry
 
     state = {"salt": ""}
 
-    def list_models():
+    def records():
         return [{"name": n, "hash": f"fake-{n}", "dataset": registry.spec(n).dataset,
                  "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
                               "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
@@ -237,7 +237,7 @@ def fake_models(monkeypatch):
         return model, {"name": name, "encoder": encoder, "dataset": registry.spec(name).dataset,
                        "hash": f"fake-{name}-{encoder}{state['salt']}"}
 
-    monkeypatch.setattr(checkpoints, "list_models", list_models)
+    monkeypatch.setattr(catalog, "records", records)
     monkeypatch.setattr(checkpoints, "load_model", load_model)
     # Untrained stand-ins always cost more than storing; routing tests need them to code anyway.
     from bbans.archive import writer
@@ -249,9 +249,9 @@ def fake_models(monkeypatch):
 @pytest.fixture
 def no_models(monkeypatch):
     """No bundled model at all: every file is stored."""
-    from bbans.models import checkpoints
+    from bbans.models import catalog
 
-    monkeypatch.setattr(checkpoints, "list_models", lambda: [])
+    monkeypatch.setattr(catalog, "records", lambda: [])
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from bbans.errors import BBANSError
 from bbans.models import checkpoints as C
-from bbans.models import registry
+from bbans.models import catalog, registry
 from bbans.models.paper import MLPVAE, ResNetVAE
 from bbans.training import train as T
 from conftest import SHARED, fixture_images, needs_shared, training_data
@@ -50,8 +50,8 @@ def test_bundle_and_registry(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     rec = C.bundle("binary-mnist", tmp_path / "b", tmp_path / "r", pkg)
     # Point the registry at the temporary folder instead of the installed package.
-    monkeypatch.setattr(C, "_bundled_dir", lambda: pkg)
-    assert [m["name"] for m in C.list_models()] == ["binary-mnist"]
+    monkeypatch.setattr(catalog, "folder", lambda: pkg)
+    assert [m["name"] for m in catalog.records()] == ["binary-mnist"]
     model, meta = C.load_model("binary-mnist", "refit")
     _, meta_b = C.load_model("binary-mnist", "baseline")
     assert meta["hash"] != meta_b["hash"] and meta["hash"] == rec["encoders"]["refit"]["hash"]
@@ -63,7 +63,7 @@ def test_bundle_and_registry(tmp_path, monkeypatch):
 
 
 def test_every_registered_model_is_bundled():
-    assert [m["name"] for m in C.list_models()] == list(registry.NAMES)
+    assert [m["name"] for m in catalog.records()] == list(registry.NAMES)
 
 
 @pytest.mark.parametrize("name", registry.NAMES)

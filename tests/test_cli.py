@@ -17,7 +17,7 @@ from bbans.archive import format as container
 from bbans.archive import reader, writer
 from bbans.errors import BBANSError, MismatchError
 from bbans.io import rebuild
-from bbans.models import checkpoints, registry
+from bbans.models import catalog, checkpoints, registry
 from conftest import REPO, TREE, edit_header, one_error_line, run_bbans_process
 
 
@@ -268,8 +268,8 @@ def test_models_command(bbans_main, fake_models, monkeypatch):
     assert code == 0 and "binary-mnist" in out and "28x28" in out
     assert "refit 0.1250*, baseline 0.2500" in out  # * the encoder compress uses: the lower figure
     # Every registered model is listed; "bundled" says which ones list_models found.
-    every = checkpoints.list_models
-    monkeypatch.setattr(checkpoints, "list_models", lambda: [m for m in every() if m["name"] != "cifar10"])
+    every = catalog.records
+    monkeypatch.setattr(catalog, "records", lambda: [m for m in every() if m["name"] != "cifar10"])
     rows = json.loads(bbans_main("models", "--json")[1])
     assert [r["name"] for r in rows] == list(registry.NAMES)
     assert {r["name"]: r["bundled"] for r in rows} == {n: n != "cifar10" for n in registry.NAMES}
@@ -280,10 +280,10 @@ def test_the_default_encoder_is_the_bundled_one_with_the_lower_test_figure():
     model, meta = checkpoints.load_model("binary-mnist", "auto")
     figures = {k: v["test_bits_per_dim"] for k, v in meta["encoders"].items()}
     assert meta["encoder"] == min(figures, key=figures.get)
-    assert checkpoints.better_encoder({"encoders": {"refit": {"test_bits_per_dim": 0.2},
+    assert catalog.better_encoder({"encoders": {"refit": {"test_bits_per_dim": 0.2},
                                                     "baseline": {"test_bits_per_dim": 0.1}}}) == "baseline"
     # Without both figures there is nothing to choose by: the refit, as before.
-    assert checkpoints.better_encoder({"encoders": {"refit": {"test_bits_per_dim": 1.0}}}) == "refit"
+    assert catalog.better_encoder({"encoders": {"refit": {"test_bits_per_dim": 1.0}}}) == "refit"
 
 
 @pytest.mark.parametrize("cmd", ["compress", "decompress", "info", "models"])

@@ -13,7 +13,7 @@ import numpy as np
 from bbans.archive.format import CHECKSUM_HEX, FILE_KINDS, Progress, Reader, checksum, noop_progress, unstore_chunks
 from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
 from bbans.io import images, jxl, rebuild
-from bbans.models import registry
+from bbans.models import catalog, registry
 
 # ---- describing ------------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
                 "reproduced on one and no CUDA device is visible here"
             )
         device_here = config.device
-        have = checkpoints.bundled()
+        have = catalog.by_name()
         if g["model"] not in have:
             raise MismatchError(f"{mismatch_name} needs model {g['model']!r}, which this bbans does not bundle")
         model, meta = models.get(g["model"], g["encoder"], device_here)

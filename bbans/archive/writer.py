@@ -8,20 +8,19 @@ import hashlib
 import os
 import stat
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from bbans import __version__
 from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, Blobs, Progress, Warn, checksum, noop_progress,
                                   noop_warn, pack, store)
 from bbans.archive.reader import describe_header
 from bbans.archive.schema import check_name, work_problem
-from bbans.coding import engine
 from bbans.errors import ArchiveError, BBANSError
 from bbans.io import images, jxl
-from bbans.models import checkpoints, registry
+from bbans.models import catalog, registry
 
 # ---- reading the inputs ----------------------------------------------------------------------
 
@@ -180,12 +179,22 @@ SAMPLE_MARGIN = 1.15
 CHOOSE_BY_COST = True
 
 
+def _coder():
+    """(bbans.coding.engine, bbans.models.checkpoints), imported where the first model is needed:
+    they bring torch (about 1.5 s), whose import then overlaps the JPEG-XL encodes that reading
+    started in their threads, instead of delaying everything before it."""
+    from bbans.coding import engine
+    from bbans.models import checkpoints
+
+    return engine, checkpoints
+
+
 def _recorded(config) -> dict:
     """A group's engine settings as the archive keeps them. An exact group decodes to the same
     bits with any thread count, so its count is not kept: the same inputs make the same archive
     on any machine, and the decoder uses its own."""
     d = config.to_dict()
-    if engine.portable(config):
+    if _coder()[0].portable(config):
         del d["threads"]
     return d
 
@@ -217,10 +226,13 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     for src, why in sc.skipped:
         warn(f"{src}: {why}")
     files = [i for i in sc.items if i.kind == "file"]
-    b.read(files)
-    chosen = b.route()
-    b.code_groups(chosen)
-    b.pick_jpeg_xl(files)
+    try:
+        b.read(files)
+        chosen = b.route()
+        b.code_groups(chosen)
+        b.pick_jpeg_xl(files)
+    finally:
+        b.pool.shutdown(cancel_futures=True)
     b.to_store = sum(1 for i in files if i.path not in b.tile_plan and i.path not in b.pictured)
     entries = [b.entry(item) for item in sc.items]
     progress("storing", b.to_store, b.to_store)
@@ -248,7 +260,7 @@ class _Build:
 
     def __init__(self, opts: Options, progress: Progress):
         self.opts, self.progress = opts, progress
-        self.have = checkpoints.bundled() if opts.model != "none" else {}
+        self.have = catalog.by_name() if opts.model != "none" else {}
         if opts.model not in ("auto", "none"):
             if opts.model not in registry.NAMES:
                 raise BBANSError(f"unknown model {opts.model!r}; choose auto, none, {', '.join(registry.NAMES)}")
@@ -260,8 +272,10 @@ class _Build:
         self.probes: dict[str, images.Probe] = {}
         self.full_hashes: dict[str, str] = {}
         self.stored_blobs: dict[str, tuple[bytes, dict]] = {}
-        self.pixel_blobs: dict[str, bytes | None] = {}
-        self.models = checkpoints.Loaded()
+        self.loaded = None  # checkpoints.Loaded, once a model is needed
+        # JPEG-XL encodes of the images, started as each is read (see pixel_blob).
+        self.pool = ThreadPoolExecutor(max_workers=opts.threads if opts.threads > 0 else (os.cpu_count() or 1))
+        self.pixel_jobs: dict[str, Future] = {}
         self.device = opts.device
         self.groups: list[dict] = []
         self.blobs = Blobs()
@@ -277,8 +291,18 @@ class _Build:
             self.progress("reading", n, len(files))
             self.datas[item.path] = _read_regular(item.source)
             self.full_hashes[item.path] = hashlib.sha256(self.datas[item.path]).hexdigest()
-            self.probes[item.path] = images.probe(self.datas[item.path], self.opts.keep)
+            pr = self.probes[item.path] = images.probe(self.datas[item.path], self.opts.keep)
+            if self.opts.model == "auto" and pr.recipe is not None and pr.pixels is not None:
+                # libjxl runs outside the GIL: started now, the encode overlaps the reading
+                # and torch's import, and every image's is wanted (pixel_blob).
+                self.pixel_jobs[item.path] = self.pool.submit(jxl.encode_pixels, pr.pixels, self.opts.level)
         self.progress("reading", len(files), len(files))
+
+    def models(self):
+        """The models loaded so far (checkpoints.Loaded): each loaded once per archive."""
+        if self.loaded is None:
+            self.loaded = _coder()[1].Loaded()
+        return self.loaded
 
     def stored_blob(self, path: str) -> tuple[bytes, dict]:
         """The file as a stored entry would hold it (LZMA2, raw, or a JPEG recompressed by
@@ -296,11 +320,8 @@ class _Build:
     def pixel_blob(self, path: str) -> bytes | None:
         """The image's pixels under JPEG-XL lossless, where a recipe rebuilds its file from them
         (under --model auto only: the other settings name the one coder they want)."""
-        if path not in self.pixel_blobs:
-            pr = self.probes[path]
-            usable = self.opts.model == "auto" and pr.recipe is not None and pr.pixels is not None
-            self.pixel_blobs[path] = jxl.encode_pixels(pr.pixels, self.opts.level) if usable else None
-        return self.pixel_blobs[path]
+        job = self.pixel_jobs.get(path)
+        return None if job is None else job.result()
 
     def without_model(self, path: str) -> tuple[int, str]:
         """Bytes of the cheapest way to keep the file without a model, and its name."""
@@ -320,11 +341,11 @@ class _Build:
             chosen = _route(probes, allowed - set(unusable))
             needed = sorted(set(chosen.values()))
             if needed:
-                self.device = engine.resolve_device(opts.device)
+                self.device = _coder()[0].resolve_device(opts.device)
             failed = False
             for name in needed:
                 try:
-                    self.models.get(name, opts.encoder, self.device)
+                    self.models().get(name, opts.encoder, self.device)
                 except BBANSError as exc:
                     if opts.model != "auto":
                         raise
@@ -353,6 +374,7 @@ class _Build:
 
     def _estimate(self, model, tiles: np.ndarray) -> np.ndarray:
         # An estimate only this end makes: torch's fast float kernels do.
+        engine = _coder()[0]
         return engine.estimate_bits(model, tiles, engine.EngineConfig(
             seed=self.opts.seed, device=self.device, arithmetic="float", dtype="float32",
             threads=engine.resolve_threads(self.opts.threads), **engine.model_settings(model)))
@@ -403,7 +425,8 @@ class _Build:
     def code_group(self, name: str, members: list[str]) -> None:
         opts, probes = self.opts, self.probes
         c, th, tw = registry.spec(name).tile
-        model, meta = self.models.get(name, opts.encoder, self.device)
+        engine = _coder()[0]
+        model, meta = self.models().get(name, opts.encoder, self.device)
         tiled = {p: images.tile(images.to_model(probes[p].pixels, probes[p].mode, name), (th, tw)) for p in members}
         # Under --model auto, a model codes only what it codes in fewer bytes than the file takes
         # without it; the estimate decides before coding, a trial of the group settles it after.
@@ -469,7 +492,7 @@ class _Build:
             "masked": masked,
             "coded_dims": coded_dims,
             "payload": self.blobs.add(payload),
-            "versions": {"bbans": __version__, "numpy": np.__version__, "torch": torch.__version__},
+            "versions": {"bbans": __version__, "numpy": np.__version__, "torch": engine.torch.__version__},
             "fingerprint": engine.fingerprint(config),
             "neg_elbo_bits": float(stats["neg_elbo_bits"]),
             "phantom_peak": int(stats["phantom_peak"]),

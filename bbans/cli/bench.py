@@ -170,7 +170,7 @@ def bench_cmd(dataset, model_names, ks, limit, all_images, device, batch_size, l
 
     from bbans.coding.engine import resolve_device
     from bbans.io.datasets import is_binary, load_dataset
-    from bbans.models import checkpoints
+    from bbans.models import catalog
 
     if all_images and limit:
         raise click.UsageError("--all and --limit N contradict each other (--limit 0 is --all)")
@@ -183,7 +183,7 @@ def bench_cmd(dataset, model_names, ks, limit, all_images, device, batch_size, l
     if limit is not None:
         images = images[:limit]
 
-    bundled = checkpoints.bundled()
+    bundled = catalog.by_name()
     chosen = list(model_names) or _bench.default_models(dataset, bundled)
     try:
         default_model = _bench.auto_model(dataset, bundled)

@@ -431,9 +431,9 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def models_cmd(as_json):
     """List the bundled models, the images each serves and their test bits/dim."""
-    from bbans.models import checkpoints
+    from bbans.models import catalog
 
-    have = checkpoints.bundled()
+    have = catalog.by_name()
     rows = []
     for name in registry.NAMES:
         meta = have.get(name)
@@ -446,7 +446,7 @@ def models_cmd(as_json):
             if isinstance(control, dict) and isinstance(row["test_bits_per_dim"], dict):
                 # The refit's fair control (alpha 0, same steps): measured, not bundled.
                 row["test_bits_per_dim"]["control"] = control.get("test_bits_per_dim")
-            row["default_encoder"] = checkpoints.better_encoder(meta)
+            row["default_encoder"] = catalog.better_encoder(meta)
             row["hash"] = meta.get("hash")
         rows.append(row)
     if as_json:

@@ -1,7 +1,7 @@
 """Model checkpoints: safetensors weights (no pickle) plus a JSON metadata record.
 
-A bundled model `<name>` is four files in the `bbans.bundled` package (the repository's
-models/ folder): `<name>.decoder.safetensors`, `<name>.encoder-baseline.safetensors`,
+A bundled model `<name>` is four files in the `bbans.bundled` package (bbans.models.catalog; the
+repository's models/ folder): `<name>.decoder.safetensors`, `<name>.encoder-baseline.safetensors`,
 `<name>.encoder-refit.safetensors` and `<name>.json`. The content hash of a loaded model is the
 sha256 over the decoder file's bytes, the chosen encoder file's bytes and the architecture record
 (which holds the latent bucket scales), so an archive cites exactly the weights and settings it
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load_bytes, save_file as st_save_file
 
 from bbans.errors import BBANSError
-from bbans.models import registry
+from bbans.models import catalog
+from bbans.models.catalog import ENCODERS
 from bbans.models.architecture import build_model
 from bbans.models.base import VAE
 
-BUNDLED_PACKAGE = "bbans.bundled"
-ENCODERS = ("refit", "baseline")
 
 
 def split_state(model: VAE) -> tuple[dict, dict]:
@@ -99,45 +97,6 @@ def load_files(prefix: str | Path, encoder_tag: str = "encoder", device="cpu") -
     return model, meta
 
 
-# ---- bundled registry -----------------------------------------------------------------------
-
-def _bundled_dir():
-    return resources.files(BUNDLED_PACKAGE)
-
-
-def _read_bundled(fname: str) -> bytes | None:
-    try:
-        f = _bundled_dir().joinpath(fname)
-        return f.read_bytes() if f.is_file() else None
-    except (FileNotFoundError, ModuleNotFoundError):
-        return None
-
-
-def list_models() -> list[dict]:
-    """Metadata records of the bundled models that are present.
-
-    Per-encoder figures and hashes are under "encoders"; the top-level "hash" and
-    "test_bits_per_dim" are those of the default (refit) encoder."""
-    out = []
-    for name in registry.NAMES:
-        raw = _read_bundled(f"{name}.json")
-        if raw is None:
-            continue
-        meta = json.loads(raw)
-        meta.setdefault("name", name)
-        out.append(meta)
-    return out
-
-
-def better_encoder(meta: dict) -> str:
-    """The bundled encoder with the lower test -ELBO in the model's record (its held-out
-    figure); refit where the record has no figures or they tie."""
-    figures = {k: (meta.get("encoders", {}).get(k) or {}).get("test_bits_per_dim") for k in ENCODERS}
-    if any(not isinstance(v, (int, float)) for v in figures.values()):
-        return "refit"
-    return min(ENCODERS, key=lambda k: (figures[k], k != "refit"))
-
-
 def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[VAE, dict]:
     """A bundled model and its metadata; meta["hash"] covers decoder + chosen encoder + architecture.
 
@@ -146,15 +105,15 @@ def load_model(name: str, encoder: str = "refit", device: str = "cpu") -> tuple[
     """
     if encoder not in ENCODERS + ("auto",):
         raise BBANSError(f"unknown encoder {encoder!r}; choose auto, refit or baseline")
-    raw = _read_bundled(f"{name}.json")
+    raw = catalog.read(f"{name}.json")
     if raw is None:
-        have = [m["name"] for m in list_models()]
+        have = [m["name"] for m in catalog.records()]
         raise BBANSError(f"unknown model {name!r}; bundled models: {', '.join(have) or 'none'}")
     meta = json.loads(raw)
     if encoder == "auto":
-        encoder = better_encoder(meta)
-    dec = _read_bundled(f"{name}.decoder.safetensors")
-    enc = _read_bundled(f"{name}.encoder-{encoder}.safetensors")
+        encoder = catalog.better_encoder(meta)
+    dec = catalog.read(f"{name}.decoder.safetensors")
+    enc = catalog.read(f"{name}.encoder-{encoder}.safetensors")
     if dec is None or enc is None:
         raise BBANSError(f"bundled model {name!r} is incomplete (decoder or {encoder} encoder missing)")
     model = model_from_blobs(meta["architecture"], dec, enc, device)
@@ -231,11 +190,6 @@ def bundle(name: str, base_run: str | Path, refit_run: str | Path, out_dir: str 
     rec["recipe"] = base_meta["recipe"]
     (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
     return rec
-
-
-def bundled() -> dict[str, dict]:
-    """Metadata of the bundled models present, by name."""
-    return {m["name"]: m for m in list_models()}
 
 
 class Loaded:
