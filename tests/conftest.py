@@ -215,6 +215,13 @@ def fake_model(name: str, seed: int = 0):
     return _FAKE[name, seed]
 
 
+def fake_hash(label: str) -> str:
+    """A stand-in model's content hash: hex, as archives record a prefix of it."""
+    import hashlib
+
+    return hashlib.sha256(f"fake-{label}".encode()).hexdigest()
+
+
 @pytest.fixture
 def fake_models(monkeypatch):
     """Every registered model "bundled" as a `fake_model` (refit and baseline encoders differ):
@@ -225,7 +232,7 @@ def fake_models(monkeypatch):
     state = {"salt": ""}
 
     def records():
-        return [{"name": n, "hash": f"fake-{n}", "dataset": registry.spec(n).dataset,
+        return [{"name": n, "hash": fake_hash(n), "dataset": registry.spec(n).dataset,
                  "encoders": {"refit": {"test_bits_per_dim": 0.125 * (i + 1)},
                               "baseline": {"test_bits_per_dim": 0.25 * (i + 1)}}}
                 for i, n in enumerate(registry.NAMES)]
@@ -235,7 +242,7 @@ def fake_models(monkeypatch):
         encoder = "refit" if encoder == "auto" else encoder  # the fakes' refit figures are the lower
         model = fake_model(name, seed=0 if encoder == "refit" else 1)
         return model, {"name": name, "encoder": encoder, "dataset": registry.spec(name).dataset,
-                       "hash": f"fake-{name}-{encoder}{state['salt']}"}
+                       "hash": fake_hash(f"{name}-{encoder}{state['salt']}")}
 
     monkeypatch.setattr(catalog, "records", records)
     monkeypatch.setattr(checkpoints, "load_model", load_model)

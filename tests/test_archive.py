@@ -21,7 +21,7 @@ from bbans.archive.format import Reader
 from bbans.archive.writer import Options
 from bbans.archive.schema import check_name
 from bbans.errors import ArchiveError, BBANSError, MismatchError
-from conftest import edit_header
+from conftest import archive_round_trip, edit_header
 
 RANDOM = bytes((i * 7919 + (i * i) % 251) % 256 for i in range(200)) + bytes(range(0, 256, 3))[::-1]
 
@@ -96,7 +96,7 @@ def test_crafted_headers_are_refused(good, label, fn, message):
 
 def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
     def add_group(h):
-        h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": {}, "tiles": 10 ** 9,
+        h["groups"] = [{"model": "mnist", "model_hash": "0" * 16, "encoder": "refit", "engine": {}, "tiles": 10 ** 9,
                         "masked": False, "payload": {"offset": 0, "length": 10}}]
     with pytest.raises(ArchiveError, match="far more than"):
         Reader(edit_header(good, add_group))
@@ -109,7 +109,7 @@ def test_a_group_claiming_huge_tile_counts_is_refused_before_decoding(good):
                                             ({"batches": [[1, True]]}, "batches")])
 def test_engine_settings_are_bounded(good, engine, message):
     def add_group(h):
-        h["groups"] = [{"model": "mnist", "model_hash": "x", "encoder": "refit", "engine": engine, "tiles": 1,
+        h["groups"] = [{"model": "mnist", "model_hash": "0" * 16, "encoder": "refit", "engine": engine, "tiles": 1,
                         "masked": False, "payload": {"offset": 0, "length": 10}}]
     with pytest.raises(ArchiveError, match=message):
         Reader(edit_header(good, add_group))
@@ -207,8 +207,10 @@ def test_scan_refuses_two_inputs_with_one_name(tmp_path):
     assert names == ["other.txt", "same.txt"]
 
 
-def test_auto_lanes():
-    assert writer.auto_lanes(784) == 8
+def test_lanes_grow_with_the_coded_values_from_one_to_128():
+    # Each lane ends as an 8-byte head: one digit takes 2, a folder of them the most.
+    assert writer.auto_lanes(100) == 1
+    assert writer.auto_lanes(784) == 2
     assert writer.auto_lanes(784 * 10) == 16
     assert writer.auto_lanes(784 * 1000) == 128
 
@@ -289,3 +291,61 @@ def test_the_header_dictionary_is_frozen():
     assert len(header_words.DICT_1) == 32768
     assert hashlib.sha256(header_words.DICT_1).hexdigest() == (
         "d45956beaaf751815c0aea565bcefff2071e5717172a9338dc6c59a004857786")
+
+
+def _digit_pngs(n: int) -> dict[str, bytes]:
+    from PIL import Image
+
+    from conftest import fixture_images, save
+
+    return {f"{i}.png": save(Image.fromarray(255 * x[0]).convert("1"), "PNG")
+            for i, x in enumerate(fixture_images("binary-mnist")[:n])}
+
+
+def test_a_few_images_go_to_the_bundled_model_that_codes_them_in_fewest_bytes(tmp_path, monkeypatch):
+    """The hierarchy codes a folder of digits best, but its first image borrows ~1,800 bits: a
+    small group is coded by every model that serves it and the smallest payload kept."""
+    files = _digit_pngs(2)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    # Storing and JPEG-XL made dear, so the models are compared with each other only.
+    monkeypatch.setattr(writer._Build, "without_model", lambda self, path: (10 ** 9, "LZMA2"))
+    alone = {m: container.unpack(writer.create([str(src)], Options(model=m))[0])[1]["groups"][0]["payload"]["length"]
+             for m in ("binary-mnist-hier", "binary-mnist", "mnist-hier", "mnist")}
+    data, _ = writer.create([str(src)], Options(model="auto"))
+    (g,) = container.unpack(data)[1]["groups"]
+    assert alone["binary-mnist"] < alone["binary-mnist-hier"]  # these two digits: the MLP's
+    assert (g["model"], g["payload"]["length"]) == min(alone.items(), key=lambda kv: kv[1])
+    (tmp_path / "a.bb").write_bytes(data)
+    extract.extract(str(tmp_path / "a.bb"), str(tmp_path / "out"))
+    assert {n: (tmp_path / "out" / n).read_bytes() for n in files} == files
+
+
+def test_a_group_names_its_model_and_content_by_short_hashes_and_full_ones_still_read(tmp_path):
+    from bbans.models import checkpoints
+
+    files = _digit_pngs(2)
+    back, _ = archive_round_trip(tmp_path, files, model="binary-mnist")
+    assert back == files
+    data = (tmp_path / "a.bb").read_bytes()
+    g = container.unpack(data)[1]["groups"][0]
+    full_model = checkpoints.load_model("binary-mnist", "auto")[1]["hash"]
+    full_content = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()
+    assert (g["model_hash"], g["sha256"]) == (full_model[:16], full_content[:16])
+
+    def full(h):  # as archives wrote them before: all 64 hex digits
+        h["groups"][0].update(model_hash=full_model, sha256=full_content)
+
+    def wrong(h):
+        h["groups"][0].update(sha256=("0" if full_content[0] != "0" else "1") + full_content[1:16])
+
+    for edit, ok in ((full, True), (wrong, False)):
+        (tmp_path / "e.bb").write_bytes(edit_header(data, edit))
+        if ok:
+            extract.extract(str(tmp_path / "e.bb"), str(tmp_path / "e"))
+            assert {n: (tmp_path / "e" / n).read_bytes() for n in files} == files
+        else:
+            with pytest.raises(MismatchError, match="do not match their checksum"):
+                extract.extract(str(tmp_path / "e.bb"), str(tmp_path / "f"))

@@ -17,7 +17,7 @@ from bbans import bench
 from bbans.errors import EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE
 from bbans.models import registry
 from bbans.models.paper import MLPVAE
-from conftest import FIX, fixture_images, one_error_line
+from conftest import FIX, fake_hash, fixture_images, one_error_line
 
 ENGINE = {"batch_size": 4, "lanes": 8, "device": "cpu"}
 # The command with tiny engine settings, no generic codecs, two images: what the CLI tests add.
@@ -289,7 +289,7 @@ def test_cli_bench_json_and_plot(bbans_main, tmp_path, fake_models):
     assert report["engine_config"]["lanes"] == 4 and report["device"] == "cpu"
     assert report["engine_config"]["threads"] == 1 and "--threads" in report["argv"]
     assert {"platform", "cpu_count", "torch"} <= set(report["machine"])
-    assert report["models"]["cifar10"]["encoders"]["refit"]["hash"] == "fake-cifar10-refit"
+    assert report["models"]["cifar10"]["encoders"]["refit"]["hash"] == fake_hash("cifar10-refit")
     assert report["models"]["cifar10-hier"]["default"] is True
     assert all(m["exact"] for m in report["methods"])
     assert png.stat().st_size > 1000

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from bbans.archive import reader, writer
 from bbans.errors import BBANSError, MismatchError
 from bbans.io import rebuild
 from bbans.models import catalog, checkpoints, registry
-from conftest import REPO, TREE, edit_header, one_error_line, run_bbans_process
+from conftest import REPO, TREE, edit_header, one_error_line, process_env, run_bbans_process
 
 
 # ---- the input tree --------------------------------------------------------------------------
@@ -524,3 +526,27 @@ def test_a_link_that_resolves_outside_through_a_link_already_there_is_not_restor
     assert "resolves outside the output folder" in err
     assert not os.path.lexists(out / "via")
     assert (out / "f.txt").read_text() == "x"
+
+
+def test_commands_that_code_no_image_never_import_torch(tmp_path):
+    """Listing models, archiving text and reading it back need no network: torch's import (about
+    1.5 s) is paid only where a model codes or decodes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "notes.txt").write_text("every byte back " * 40)
+    script = (
+        "import sys\n"
+        "from bbans.cli import main\n"
+        f"for argv in (['models'], ['compress', {str(src)!r}, '-o', {str(tmp_path / 'a.bb')!r}, '-q'],\n"
+        f"             ['info', {str(tmp_path / 'a.bb')!r}], ['decompress', {str(tmp_path / 'a.bb')!r}, '-o',\n"
+        f"             {str(tmp_path / 'out')!r}, '-q']):\n"
+        "    sys.argv = ['bbans', *argv]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, (argv, e.code)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=process_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "no torch"
+    assert (tmp_path / "out" / "notes.txt").read_text() == "every byte back " * 40

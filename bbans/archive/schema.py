@@ -273,7 +273,9 @@ def validate_header(h, payload_len: int, version: int) -> None:
         what = f"group {gi}"
         need(isinstance(g, dict), what)
         need(g.get("model") in registry.NAMES, f"{what}: unknown model {str(g.get('model'))[:64]!r}")
-        need(_is_str(g.get("model_hash"), 128), f"{what}: model hash missing")
+        # A prefix of the model's sha256: 16 hex digits from 2026-12 on, all 64 before.
+        need(isinstance(g.get("model_hash"), str) and CHECKSUM_HEX <= len(g["model_hash"]) <= 64
+             and _HEX.match(g["model_hash"]) is not None, f"{what}: model hash missing")
         need(g.get("encoder") in ("refit", "baseline"), f"{what}: unknown encoder")
         need(is_int(g.get("tiles"), 1), f"{what}: bad tile count")
         _check_engine(g.get("engine"), g["tiles"], what)
@@ -281,7 +283,8 @@ def validate_header(h, payload_len: int, version: int) -> None:
         need(is_int(g.get("coded_dims", 0)), f"{what}: bad coded_dims")
         need(_is_num(g.get("neg_elbo_bits", 0.0)), f"{what}: bad neg_elbo_bits")
         need(is_int(g.get("phantom_peak", 0), 0, (1 << 32) - 1), f"{what}: bad phantom_peak")
-        need("sha256" not in g or (version >= 3 and isinstance(g["sha256"], str) and len(g["sha256"]) == 64
+        need("sha256" not in g or (version >= 3 and isinstance(g["sha256"], str)
+                                   and len(g["sha256"]) in (CHECKSUM_HEX, 64)
                                    and _HEX.match(g["sha256"]) is not None), f"{what}: bad checksum")
         for key in ("versions", "fingerprint"):
             v = g.get(key, {})

@@ -169,6 +169,9 @@ class Options:
 # What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
 # estimate (measured on 1,000 digit PNGs, benchmarks/RESULTS.md "Every byte back").
 ENTRY_MODEL_BYTES = 8
+# What a model group's record adds to the header beyond the entries it codes (measured: a
+# one-digit archive's header is 142 B with the digit model-coded, 93 B with it under JPEG-XL).
+GROUP_RECORD_BYTES = 50
 # cheaper_with: a large image's estimate starts from this many of its tiles, and stops there when
 # it puts the model this far above the cheapest other way (a sample's estimate is within a few
 # percent of the whole image's on photographs).
@@ -177,6 +180,9 @@ SAMPLE_MARGIN = 1.15
 # --model auto codes an image with a model only where that costs less than storing it. Tests of
 # routing with untrained stand-in models (which always lose) switch the comparison off.
 CHOOSE_BY_COST = True
+# Groups of at most this many tiles are also coded with the other models that serve them, and
+# the smallest payload kept (benchmarks/RESULTS.md "Small sets").
+SMALL_GROUP_TILES = 64
 
 
 def _coder():
@@ -201,8 +207,8 @@ def _recorded(config) -> dict:
 
 def auto_lanes(coded_dims: int) -> int:
     """Each lane ends as an 8-byte head in the payload, but the engine walks the values in
-    steps of `lanes`: as few lanes as keep that walk under ~512 steps, between 8 and 128."""
-    lanes = 8
+    steps of `lanes`: as few lanes as keep that walk under ~512 steps, at most 128."""
+    lanes = 1
     while lanes < 128 and lanes * 512 < coded_dims:
         lanes *= 2
     return lanes
@@ -280,7 +286,6 @@ class _Build:
         self.groups: list[dict] = []
         self.blobs = Blobs()
         self.tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
-        self.est_bits: dict[str, float] = {}
         self.pictured: dict[str, bytes] = {}
         self.frames_entry: dict | None = None
         self.stored_n = self.to_store = 0
@@ -422,12 +427,53 @@ class _Build:
         for name in order:
             self.code_group(name, [p for p in sorted(chosen) if chosen[p] == name])
 
-    def code_group(self, name: str, members: list[str]) -> None:
-        opts, probes = self.opts, self.probes
-        c, th, tw = registry.spec(name).tile
+    def tiled(self, name: str, members: list[str]) -> dict:
+        """path -> (tiles, mask) of each member's pixels as the model's tiles."""
+        _, th, tw = registry.spec(name).tile
+        return {p: images.tile(images.to_model(self.probes[p].pixels, self.probes[p].mode, name), (th, tw))
+                for p in members}
+
+    def trial(self, name: str, members: list[str], tiled: dict) -> dict:
+        """The members coded with one model: its payload and everything the group record needs."""
+        opts = self.opts
+        c = registry.spec(name).tile[0]
         engine = _coder()[0]
         model, meta = self.models().get(name, opts.encoder, self.device)
-        tiled = {p: images.tile(images.to_model(probes[p].pixels, probes[p].mode, name), (th, tw)) for p in members}
+        tiles = np.concatenate([tiled[p][0] for p in members])
+        mask = np.concatenate([tiled[p][1] for p in members])
+        masked = not bool(mask.all())
+        K, note = opts.K, None
+        gain = meta.get("kstep_gain")
+        if K and isinstance(gain, (int, float)) and gain < engine.STEP_MIN_GAIN:
+            # Measured on held-out images when the model was bundled: its steps save less than
+            # the trial could tell from noise on a folder, and cost K times the coding.
+            K = 0
+            note = (f"--K {opts.K} not used with {name}: its steps save {100 * gain:.2f}% on held-out "
+                    f"images (under {100 * engine.STEP_MIN_GAIN:.1f}%), coded at K=0")
+        config = engine.EngineConfig(K=K, seed=opts.seed, lanes=opts.lanes or auto_lanes(int(mask.sum()) * c),
+                                     batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
+                                     threads=engine.resolve_threads(opts.threads), **engine.model_settings(model),
+                                     dtype="float32" if opts.arithmetic == "float" else "float64")
+        stage = f"coding {len(members)} image(s) with {name}"
+        payload, stats = engine.compress(model, tiles, mask if masked else None, config,
+                                         progress=lambda done, total: self.progress(stage, done, total))
+        return {"name": name, "meta": meta, "config": config, "payload": payload, "stats": stats, "K": K,
+                "note": note, "tiles": tiles, "masked": masked, "coded_dims": int(mask.sum()) * c,
+                "counts": [len(tiled[p][0]) for p in members]}
+
+    def rivals(self, name: str, members: list[str]) -> list[str]:
+        """The other bundled models that code every member, under --model auto (a small group's
+        trial runs them too)."""
+        if not self.cost_check:
+            return []
+        return [m for m in registry.NAMES
+                if m != name and m in self.have and all(m in self.probes[p].routes for p in members)]
+
+    def code_group(self, name: str, members: list[str]) -> None:
+        opts, probes = self.opts, self.probes
+        engine = _coder()[0]
+        model, _ = self.models().get(name, opts.encoder, self.device)
+        tiled = self.tiled(name, members)
         # Under --model auto, a model codes only what it codes in fewer bytes than the file takes
         # without it; the estimate decides before coding, a trial of the group settles it after.
         # A model named on the command line codes everything it serves.
@@ -435,27 +481,21 @@ class _Build:
             members = self.cheaper_with(name, model, members, tiled)
         if not members:
             return
-        counts = [len(tiled[p][0]) for p in members]
-        tiles = np.concatenate([tiled[p][0] for p in members])
-        mask = np.concatenate([tiled[p][1] for p in members])
-        masked = not bool(mask.all())
-        lanes = opts.lanes or auto_lanes(int(mask.sum()) * c)
-        K = opts.K
-        gain = meta.get("kstep_gain")
-        if K and isinstance(gain, (int, float)) and gain < engine.STEP_MIN_GAIN:
-            # Measured on held-out images when the model was bundled: its steps save less than
-            # the trial could tell from noise on a folder, and cost K times the coding.
-            K = 0
-            self.notes.append(f"--K {opts.K} not used with {name}: its steps save {100 * gain:.2f}% on held-out "
-                              f"images (under {100 * engine.STEP_MIN_GAIN:.1f}%), coded at K=0")
-        config = engine.EngineConfig(K=K, seed=opts.seed, lanes=lanes, batch_size=opts.batch_size,
-                                     device=self.device, arithmetic=opts.arithmetic,
-                                     threads=engine.resolve_threads(opts.threads), **engine.model_settings(model),
-                                     dtype="float32" if opts.arithmetic == "float" else "float64")
-        stage = f"coding {len(members)} image(s) with {name}"
-        payload, stats = engine.compress(model, tiles, mask if masked else None, config,
-                                         progress=lambda done, total: self.progress(stage, done, total))
-        coded_dims = int(mask.sum()) * c
+        best = self.trial(name, members, tiled)
+        if len(best["tiles"]) <= SMALL_GROUP_TILES:
+            # A few images cannot repay a model's fixed costs (the bits its first image borrows
+            # grow with its latents): a model with fewer latents may code them in less.
+            for other in self.rivals(name, members):
+                try:
+                    t = self.trial(other, members, self.tiled(other, members))
+                except BBANSError:
+                    continue  # a rival that will not load is no rival
+                if len(t["payload"]) < len(best["payload"]):
+                    best = t
+        name, meta, config, payload, stats, K = (best[k] for k in ("name", "meta", "config", "payload", "stats", "K"))
+        tiles, masked, coded_dims, counts = best["tiles"], best["masked"], best["coded_dims"], best["counts"]
+        if best["note"]:
+            self.notes.append(best["note"])
         problem = work_problem(coded_dims, K, len(payload))
         if problem:
             # The reader refuses such a group (it could be a decompression bomb), so the writer
@@ -465,18 +505,16 @@ class _Build:
                 probes[path].routes = ()
             return
         without = sum(self.without_model(p)[0] for p in members)
-        if self.cost_check and len(payload) + ENTRY_MODEL_BYTES * len(members) >= without:
-            # The group's fixed costs (lanes, initial bits) outweigh what the model saves on them.
+        if self.cost_check and len(payload) + ENTRY_MODEL_BYTES * len(members) + GROUP_RECORD_BYTES >= without:
+            # The group's fixed costs (lanes, initial bits, its record) outweigh what the model saves.
             for path in members:
                 probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
                                        f"without it they take {without} B")
             return
         gi = len(self.groups)
-        per_tile = np.asarray(stats["image_neg_elbo_bits"], dtype=float)
         start = 0
         for path, count in zip(members, counts):
             self.tile_plan[path] = (gi, start, count)
-            self.est_bits[path] = float(per_tile[start:start + count].sum())
             start += count
         # One checksum over every rebuilt file of the group, in entry order, instead of one each.
         digest = hashlib.sha256()
@@ -485,7 +523,7 @@ class _Build:
                 digest.update(self.datas[path])
         self.groups.append({
             "model": name,
-            "model_hash": meta["hash"],
+            "model_hash": meta["hash"][:CHECKSUM_HEX],
             "encoder": meta["encoder"],
             "engine": _recorded(stats["config"]),
             "tiles": int(len(tiles)),
@@ -494,9 +532,9 @@ class _Build:
             "payload": self.blobs.add(payload),
             "versions": {"bbans": __version__, "numpy": np.__version__, "torch": engine.torch.__version__},
             "fingerprint": engine.fingerprint(config),
-            "neg_elbo_bits": float(stats["neg_elbo_bits"]),
+            "neg_elbo_bits": round(float(stats["neg_elbo_bits"]), 1),
             "phantom_peak": int(stats["phantom_peak"]),
-            **({"sha256": digest.hexdigest()} if any(probes[p].recipe is not None for p in members) else {}),
+            **({"sha256": digest.hexdigest()[:CHECKSUM_HEX]} if any(probes[p].recipe is not None for p in members) else {}),
         })
 
     # ---- what is left, and the entries ---------------------------------------------------------
@@ -537,8 +575,6 @@ class _Build:
                 e["sha256"] = checksum(data)
                 e["pixels_sha256"] = images.pixel_sha256(pr.pixels)[:CHECKSUM_HEX]
                 e["image"]["meta"] = pr.meta
-            # The -ELBO estimate of a tiny image can come out below zero; a share cannot.
-            e["est_bits"] = max(0, int(round(self.est_bits[item.path])))
         elif item.path in self.pictured:
             e.update(kind="image", image=image, sha256=checksum(data), rebuild={**pr.recipe, "frame": len(pr.frame)},
                      data={**self.blobs.add(self.pictured[item.path]), "codec": jxl.PIXEL_CODEC},
