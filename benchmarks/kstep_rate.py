@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bbans.coding.engine import EngineConfig, default_lr, estimate_bits  # noqa: E402
+from bbans.coding.engine import EngineConfig, default_lr, estimate_bits, model_settings  # noqa: E402
 from bbans.io.datasets import load_dataset  # noqa: E402
 from bbans.models import checkpoints, registry  # noqa: E402
 
@@ -33,7 +33,9 @@ KS = (0, 1, 2, 4, 7, 10)
 def costs(model, x, lr: float, ks) -> dict:
     out = {}
     for k in ks:
-        cfg = EngineConfig(K=k, lr=lr, threads=1, arithmetic="float", dtype="float32")
+        # The model's own latent coding (buckets, uncoded channels), as compress uses it.
+        latents = {key: v for key, v in model_settings(model).items() if key != "lr"}
+        cfg = EngineConfig(K=k, lr=lr, threads=1, arithmetic="float", dtype="float32", **latents)
         out[k] = float(estimate_bits(model, x, cfg).mean()) / model.dims(x.shape[1:])
     return out
 
