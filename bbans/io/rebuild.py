@@ -185,35 +185,28 @@ def _png_rows(pixels: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(pixels).reshape(pixels.shape[0], -1), 3
 
 
-def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
-    """PNG-filtered scanlines, each prefixed with its filter type (all rows at once per type)."""
-    h, n = rows.shape
+def _residuals(rows: np.ndarray, bpp: int) -> np.ndarray:
+    """(5, H, row_bytes) uint8: every row filtered by each of PNG's five filter types."""
     cur = rows.astype(np.int16)
     up = np.zeros_like(cur)
     up[1:] = cur[:-1]
     left = np.zeros_like(cur)
     left[:, bpp:] = cur[:, :-bpp]
+    upleft = np.zeros_like(cur)
+    upleft[1:, bpp:] = cur[:-1, :-bpp]
+    pa, pb, pc = np.abs(up - upleft), np.abs(left - upleft), np.abs(left + up - 2 * upleft)
+    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    preds = np.stack([np.zeros_like(cur), left, up, (left + up) >> 1, paeth])
+    return (cur[None] - preds).astype(np.uint8)
+
+
+def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
+    """PNG-filtered scanlines, each prefixed with its filter type."""
+    h, n = rows.shape
+    types = np.asarray(types, dtype=np.uint8)
     out = np.empty((h, n + 1), np.uint8)
     out[:, 0] = types
-    for t in range(5):
-        sel = types == t
-        if not sel.any():
-            continue
-        x, a, b = cur[sel], left[sel], up[sel]
-        if t == 0:
-            pred = np.zeros_like(x)
-        elif t == 1:
-            pred = a
-        elif t == 2:
-            pred = b
-        elif t == 3:
-            pred = (a + b) >> 1
-        else:
-            c = np.zeros_like(x)
-            c[:, bpp:] = b[:, :-bpp]
-            pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        out[sel, 1:] = (x - pred).astype(np.uint8)
+    out[:, 1:] = _residuals(rows, bpp)[types.astype(np.intp), np.arange(h)]
     return out.tobytes()
 
 
@@ -225,12 +218,7 @@ FILTER_RULES = {"libpng": (0, 1, 2, 3, 4), "pillow": (0, 2, 1, 4)}
 def filter_sums(rows: np.ndarray, bpp: int) -> np.ndarray:
     """(rows, 5): each row's sum of its filtered bytes read as signed, per filter type. Integer
     arithmetic: the same on every machine."""
-    h = rows.shape[0]
-    sums = []
-    for t in range(5):
-        f = np.frombuffer(filter_rows(rows, np.full(h, t, np.uint8), bpp), np.uint8).reshape(h, -1)[:, 1:]
-        sums.append(np.abs(f.view(np.int8).astype(np.int64)).sum(1))
-    return np.stack(sums, 1)
+    return np.abs(_residuals(rows, bpp).view(np.int8).astype(np.int64)).sum(2).T
 
 
 def minsum_filters(sums: np.ndarray, rule: str = "libpng") -> np.ndarray:
