@@ -462,12 +462,14 @@ class _Build:
                 "counts": [len(tiled[p][0]) for p in members]}
 
     def rivals(self, name: str, members: list[str]) -> list[str]:
-        """The other bundled models that code every member, under --model auto (a small group's
-        trial runs them too)."""
+        """The other bundled models of the same pixel alphabet that code every member, under
+        --model auto (a small group's trial runs them too; a model of a wider alphabet, grey for
+        black-and-white, never codes them in less)."""
         if not self.cost_check:
             return []
-        return [m for m in registry.NAMES
-                if m != name and m in self.have and all(m in self.probes[p].routes for p in members)]
+        alphabet = registry.spec(name).alphabet
+        return [m for m in registry.NAMES if m != name and m in self.have and registry.spec(m).alphabet == alphabet
+                and all(m in self.probes[p].routes for p in members)]
 
     def code_group(self, name: str, members: list[str]) -> None:
         opts, probes = self.opts, self.probes
