@@ -207,12 +207,18 @@ def test_scan_refuses_two_inputs_with_one_name(tmp_path):
     assert names == ["other.txt", "same.txt"]
 
 
-def test_lanes_grow_with_the_coded_values_from_one_to_128():
-    # Each lane ends as an 8-byte head: one digit takes 2, a folder of them the most.
-    assert writer.auto_lanes(100) == 1
-    assert writer.auto_lanes(784) == 2
-    assert writer.auto_lanes(784 * 10) == 16
-    assert writer.auto_lanes(784 * 1000) == 128
+def test_lanes_grow_with_the_predicted_payload_from_one_to_128():
+    # Each lane ends as an 8-byte head: at most 1/25 of the payload the model's rate predicts.
+    binary = 0.1676  # binary-mnist-hier's test bits/dim
+    assert writer.auto_lanes(784, binary) == 1
+    assert writer.auto_lanes(784 * 10, binary) == 1
+    assert writer.auto_lanes(784 * 100, binary) == 8
+    assert writer.auto_lanes(784 * 1000, binary) == 64
+    assert writer.auto_lanes(784 * 10000, binary) == 128
+    assert writer.auto_lanes(784 * 1000, 1.16) == 128  # 8-bit digits pay more a value
+    for dims in (784, 784 * 100, 784 * 1000):
+        lanes = writer.auto_lanes(dims, binary)
+        assert lanes == 1 or 8 * lanes <= dims * binary / 8 / 25
 
 
 # ---- format 4: the header by column, compressed by the cheaper codec -------------------------

@@ -205,11 +205,13 @@ def _recorded(config) -> dict:
     return d
 
 
-def auto_lanes(coded_dims: int) -> int:
-    """Each lane ends as an 8-byte head in the payload, but the engine walks the values in
-    steps of `lanes`: as few lanes as keep that walk under ~512 steps, at most 128."""
+def auto_lanes(coded_dims: int, bits_per_dim: float) -> int:
+    """Each lane ends as an 8-byte head in the payload (and borrows its own first words), but the
+    engine walks the values in steps of `lanes`, each step a few NumPy calls. So: the most lanes,
+    up to 128 and a power of two, whose heads take at most 1/25 of the payload the model's test
+    figure predicts (benchmarks/RESULTS.md "Small sets": one lane for ten digits, 64 for 1,000)."""
     lanes = 1
-    while lanes < 128 and lanes * 512 < coded_dims:
+    while lanes < 128 and 2 * lanes * 64 * 25 <= coded_dims * bits_per_dim:
         lanes *= 2
     return lanes
 
@@ -409,7 +411,9 @@ class _Build:
         start, kept = 0, []
         for path in members:
             n_tiles = len(tiled[path][0])
-            model_bytes = max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
+            # A model-coded file keeps its frame (the bytes around its pixels), as under JPEG-XL.
+            model_bytes = (max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
+                           + len(self.probes[path].frame))
             start += n_tiles
             other, how = self.without_model(path)
             if model_bytes < other:
@@ -450,7 +454,9 @@ class _Build:
             K = 0
             note = (f"--K {opts.K} not used with {name}: its steps save {100 * gain:.2f}% on held-out "
                     f"images (under {100 * engine.STEP_MIN_GAIN:.1f}%), coded at K=0")
-        config = engine.EngineConfig(K=K, seed=opts.seed, lanes=opts.lanes or auto_lanes(int(mask.sum()) * c),
+        rate = meta.get("test_bits_per_dim")
+        lanes = opts.lanes or auto_lanes(int(mask.sum()) * c, rate if isinstance(rate, (int, float)) else 1.0)
+        config = engine.EngineConfig(K=K, seed=opts.seed, lanes=lanes,
                                      batch_size=opts.batch_size, device=self.device, arithmetic=opts.arithmetic,
                                      threads=engine.resolve_threads(opts.threads), **engine.model_settings(model),
                                      dtype="float32" if opts.arithmetic == "float" else "float64")
@@ -507,7 +513,8 @@ class _Build:
                 probes[path].routes = ()
             return
         without = sum(self.without_model(p)[0] for p in members)
-        if self.cost_check and len(payload) + ENTRY_MODEL_BYTES * len(members) + GROUP_RECORD_BYTES >= without:
+        frames = sum(len(probes[p].frame) for p in members)
+        if self.cost_check and len(payload) + frames + ENTRY_MODEL_BYTES * len(members) + GROUP_RECORD_BYTES >= without:
             # The group's fixed costs (lanes, initial bits, its record) outweigh what the model saves.
             for path in members:
                 probes[path].reason = (f"model {name} coded {len(members)} image(s) in {len(payload)} B, "
