@@ -551,3 +551,17 @@ def test_commands_that_code_no_image_never_import_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "no torch"
     assert (tmp_path / "out" / "notes.txt").read_text() == "every byte back " * 40
+
+
+def test_a_group_codes_its_latents_as_the_models_record_says_and_info_names_it(bbans_main, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for digit in sorted((REPO / "examples" / "binary").iterdir())[:2]:
+        shutil.copy(digit, src / digit.name)
+    assert bbans_main("compress", src, "-o", tmp_path / "a.bb", "-q", "--model", "binary-mnist-hier")[0] == 0
+    (g,) = json.loads(bbans_main("info", tmp_path / "a.bb", "--json")[1])["groups"]
+    record = catalog.by_name()["binary-mnist-hier"]
+    assert (g["latent_bits"], g["uncoded_channels"]) == (record["latent_prec"], len(record["collapsed_latents"]))
+    assert "latent channel(s) uncoded" in bbans_main("info", tmp_path / "a.bb")[1]
+    assert bbans_main("decompress", tmp_path / "a.bb", "-o", tmp_path / "out", "-q")[0] == 0
+    assert all((tmp_path / "out" / p.name).read_bytes() == p.read_bytes() for p in src.iterdir())

@@ -38,6 +38,8 @@ def describe_header(header: dict, archive_bytes: int, header_bytes: int) -> dict
             # Batches coded without the K steps, where they did not pay ([K, repeat] runs).
             "batch_ks": eng.get("batch_ks"),
             "batch_size": eng.get("batch_size"), "tiles": g["tiles"], "payload_bytes": plen,
+            # How the latents were coded: bits a latent, and the channels left uncoded.
+            "latent_bits": eng.get("prior_prec"), "uncoded_channels": len(eng.get("collapsed", [])),
             "coded_dims": dims, "bits_per_dim": (8 * plen / dims) if dims else None,
             "versions": g.get("versions", {}),
         })

@@ -418,7 +418,8 @@ def info_cmd(archive_path, as_json):
         v = g.get("versions", {})
         if v:
             con.print(f"  {g['model']} coded with " + ", ".join(f"{k} {v[k]}" for k in sorted(v))
-                      + f"; lanes {g['lanes']}, batch size {g['batch_size']}")
+                      + f"; lanes {g['lanes']}, batch size {g['batch_size']}, latents of {g['latent_bits']} bits"
+                      + (f", {g['uncoded_channels']} latent channel(s) uncoded" if g["uncoded_channels"] else ""))
 
 
 # ---- models ----------------------------------------------------------------------------------
