@@ -23,6 +23,13 @@ the decompressor replays the same partition.
 Archives written before that field existed used the doubling ramp 1, 2, 4, ... of
 `batch_partition`.
 
+Collapsed channels (`EngineConfig.collapsed`, from the model's record): latent channels whose
+posterior is the prior for every image are neither popped nor pushed; both ends give them the
+bucket just above 0. They cost nothing in rate (their pops and pushes cancelled) but their pops
+set how deep a batch draws, so leaving them out lets batches grow several times faster
+(benchmarks/latent_coding.py). K-step inference still refines them with the rest; the codec
+ignores what it finds for them.
+
 K-step inference: with K > 0 each batch is pushed twice from the same message, at K steps and
 at none, and the message that grew less is kept; the choices go into `EngineConfig.batch_ks`
 (run-length coded, absent when every batch took K), so the decompressor pops each batch with
@@ -72,10 +79,10 @@ class EngineConfig:
     # The steps each batch ran, as ((K, repeat), ...) in batch order; empty: K for every batch.
     # `compress` runs a batch's K steps only where they code it in fewer bits than none.
     batch_ks: tuple = ()
-    # Latent channels not coded, as ((layer, channel), ...): each holds the bucket at 0 in every
-    # image (`COLLAPSED_BUCKET`). For channels whose posterior is their prior whatever the image
-    # (`collapsed_latents`), which net nothing but make the message fund prior_prec bits per
-    # latent before it can push the image. Empty: every channel coded.
+    # Latent channels not coded, as ((layer, channel), ...): each holds bucket 2**(prior_prec-1),
+    # the one just above 0, in every image. For channels whose posterior is their prior whatever
+    # the image (`collapsed_latents`): they net nothing but make the message hold prior_prec bits
+    # a latent before it can push the image. Empty: every channel coded.
     collapsed: tuple = ()
     # bbans.coding.arithmetic: "exact-1" decodes on any machine; "float" (every archive before
     # the setting existed) only where the same kernels run.
