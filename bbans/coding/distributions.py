@@ -66,10 +66,11 @@ def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_scale: to
     return torch.where(xi == 0, log_cdf_plus, torch.where(xi == LEVELS - 1, log_one_minus_cdf_minus, log_delta))
 
 
-def discretized_logistic_cdf(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """CDF at the 257 bin edges, shape (..., 257); first column 0 and last 1 exactly."""
+def discretized_logistic_cdf(mean: torch.Tensor, log_scale: torch.Tensor, columns: int = LEVELS + 1) -> torch.Tensor:
+    """CDF at the 257 bin edges, shape (..., 257); first column 0 and last 1 exactly. `columns`:
+    the first edges only (the same values: every step is elementwise)."""
     A = current()
-    return A.sigmoid((_cdf_edges(mean) - mean.unsqueeze(-1)) * A.exp(-log_scale).unsqueeze(-1))
+    return A.sigmoid((_cdf_edges(mean)[:columns] - mean.unsqueeze(-1)) * A.exp(-log_scale).unsqueeze(-1))
 
 
 def _cdf_edges(like: torch.Tensor) -> torch.Tensor:
@@ -119,18 +120,21 @@ def discretized_logistic_mix_logp(x: torch.Tensor, logit_w: torch.Tensor, mean: 
     return current().mixture_logp(logit_w, comp, dim=1)
 
 
-def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """Mixture CDF at the 257 bin edges. Inputs (..., M), mixture on the last axis; output (..., 257)."""
+def discretized_logistic_mix_cdf(logit_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                 columns: int = LEVELS + 1) -> torch.Tensor:
+    """Mixture CDF at the 257 bin edges. Inputs (..., M), mixture on the last axis; output (..., 257).
+    `columns`: the first edges only (the same values: every step is elementwise or per row)."""
     A = current()
     w = A.softmax(logit_w, dim=-1)
-    edges = _cdf_edges(mean)
+    edges = _cdf_edges(mean)[:columns]
     mixed = None
     for m in range(mean.shape[-1]):
         cdf = A.sigmoid((edges - mean[..., m, None]) * A.exp(-log_scale[..., m, None]))
         mixed = cdf.mul_(w[..., m, None]) if mixed is None else A.add_product_(mixed, cdf, w[..., m, None])
     # The ends are exact: the weights' sum may miss 1 by an ulp.
     mixed[..., 0] = 0.0
-    mixed[..., -1] = 1.0
+    if columns == LEVELS + 1:
+        mixed[..., -1] = 1.0
     return mixed
 
 
