@@ -101,8 +101,9 @@ class _TableStream:
                  prefix: Callable[[torch.Tensor, int], torch.Tensor] | None = None):
         self.n, self.k, self.prec, self.build, self.validate = n, k, prec, build, validate
         # prefix(rows, c): the first c columns of those rows, equal to build's. Pushing a symbol x
-        # needs only columns x and x + 1, and pixels are mostly dark: a table's prefix up to the
-        # symbol costs a fraction of the row (8-bit MNIST: about a quarter).
+        # needs only columns x and x + 1, and most pixels of most images are dark: their rows'
+        # prefixes are short. (Popping must search whole rows; built by blocks they are cheaper
+        # than prefixes built chunk by chunk.)
         self.prefix = prefix
 
     def _block_rows(self, lanes: int) -> int:
