@@ -210,7 +210,8 @@ with a warning. An input is never overwritten, even with -f."""))
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=256, show_default=True,
               help="Tiles per engine batch.")
 @click.option("--lanes", type=click.IntRange(1, 1 << 16), default=None,
-              help="Interleaved rANS lanes, 8 bytes each in the archive [default: 8 to 128 by size].")
+              help="Interleaved rANS lanes, 8 bytes each in the archive [default: 1 to 128, by the payload "
+                   "the model predicts].")
 @click.option("--keep", type=click.Choice(images.KEEP), default="bytes", show_default=True,
               help="bytes: model-code only images that come back byte for byte; pixels: also those "
                    "that come back as a rewritten file with the same pixels, mode, size and metadata.")
