@@ -274,7 +274,7 @@ def bbans_main(capsys, monkeypatch):
 
     def run(*args) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["bbans", *map(str, args)])
-        before = signal.getsignal(signal.SIGTERM)
+        before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         capsys.readouterr()
         try:
             cli.main()
@@ -282,7 +282,8 @@ def bbans_main(capsys, monkeypatch):
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
-            signal.signal(signal.SIGTERM, before)
+            for s, handler in before.items():
+                signal.signal(s, handler)
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from bbans.archive import writer
 from bbans.archive.format import STAGING_PREFIX
+from bbans.errors import Terminated
 from conftest import bbans_command, process_env
 
 SIGNALS = [(signal.SIGTERM, 143, "bbans: terminated"), (signal.SIGINT, 130, "bbans: interrupted")]
@@ -95,3 +96,22 @@ def test_a_signal_while_verifying_removes_the_temporary_archive(tmp_path, slow_i
     assert rc == code, err
     assert err.strip().splitlines()[-1] == last_line
     assert os.listdir(tmp_path) == []
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_next_step():
+    """A handler's exception raised inside code that swallows it (importlib's weakref callback,
+    while torch is imported) is lost; the signal is raised again at the next progress update."""
+    from bbans.cli import signals
+
+    signals._pending = None
+    try:
+        signals._handler(signal.SIGTERM, None)
+    except BaseException:
+        pass  # what the swallowing code did
+    with pytest.raises(Terminated):
+        signals.check()
+    signals._pending = signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        signals.check()
+    signals._pending = None
+    signals.check()  # nothing received: nothing raised

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import click
 
 from bbans import __version__
+from bbans.cli import signals
 from bbans.cli.help import epilog
 from bbans.errors import EXIT_CORRUPT, EXIT_INTERRUPTED, EXIT_TERMINATED, BBANSError, Terminated
 
@@ -48,14 +48,9 @@ def _register() -> None:
 _register()
 
 
-def _terminate(signum, frame) -> None:
-    # Raised, not exited: every staging folder and temporary archive is removed on the way out.
-    raise Terminated()
-
-
 def main() -> None:
     """Console entry point: every error becomes one line on stderr and a documented exit code."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signals.install()
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         code = cli.main(standalone_mode=False)

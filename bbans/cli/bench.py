@@ -8,6 +8,7 @@ import click
 
 # bbans.bench imports torch only when it codes, so --help stays quick.
 from bbans import bench as _bench
+from bbans.cli import signals
 from bbans.cli.help import epilog
 from bbans.errors import BBANSError
 
@@ -40,6 +41,7 @@ class _Progress:
             self.bar.stop()
 
     def __call__(self, label: str, done, total) -> None:
+        signals.check()
         if self.bar is None:
             return
         if label not in self.tasks:

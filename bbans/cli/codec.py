@@ -11,6 +11,7 @@ import tempfile
 import click
 
 from bbans.archive import schema
+from bbans.cli import signals
 from bbans.cli.help import epilog
 from bbans.errors import BBANSError
 from bbans.io import images
@@ -47,6 +48,7 @@ class _Progress:
             self.bar.__exit__(*exc)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        signals.check()
         if self.bar is None or total <= 0:
             return
         if stage not in self.tasks:
