@@ -355,3 +355,23 @@ def test_a_group_names_its_model_and_content_by_short_hashes_and_full_ones_still
         else:
             with pytest.raises(MismatchError, match="do not match their checksum"):
                 extract.extract(str(tmp_path / "e.bb"), str(tmp_path / "f"))
+
+
+def test_an_odd_file_among_many_kept_on_a_samples_estimate_is_taken_out_by_its_coded_cost(tmp_path):
+    """Of many images only a sample is estimated before coding; one the sample missed, which the
+    model codes dearer than JPEG-XL or storing, is found by its coded -ELBO and goes without it."""
+    from PIL import Image
+
+    from conftest import save
+
+    from conftest import REPO
+
+    scans = sorted((REPO / "examples" / "binary").glob("*.png"))  # real binarized MNIST digits
+    files = {f"d{r}-{p.name}": p.read_bytes() for r in range(9) for p in scans}
+    # Sorted second of the names: the evenly spaced sample of 32 never looks at it.
+    files["d0-binarized-test-00a.png"] = save(Image.new("1", (28, 28), 1), "PNG")
+    assert len(files) > 2 * writer.SAMPLE_IMAGES and sorted(files).index("d0-binarized-test-00a.png") == 1
+    back, entries = archive_round_trip(tmp_path, files, model="auto")
+    assert back == files
+    assert entries["d0-binarized-test-00a.png"]["kind"] != "model" and "coded it in" in entries["d0-binarized-test-00a.png"]["why"]
+    assert sum(e["kind"] == "model" for e in entries.values()) == len(files) - 1

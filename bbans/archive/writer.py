@@ -177,6 +177,11 @@ GROUP_RECORD_BYTES = 50
 # percent of the whole image's on photographs).
 SAMPLE_TILES = 32
 SAMPLE_MARGIN = 1.15
+# cheaper_with: of a group of many images, this many are estimated first; where the model takes
+# at most CLEAR_WIN of the cheapest other way on every one of them, the rest are not estimated
+# but checked after coding, by their own coded -ELBO (a folder of scans of one kind).
+SAMPLE_IMAGES = 32
+CLEAR_WIN = 0.8
 # --model auto codes an image with a model only where that costs less than storing it. Tests of
 # routing with untrained stand-in models (which always lose) switch the comparison off.
 CHOOSE_BY_COST = True
@@ -387,13 +392,20 @@ class _Build:
             seed=self.opts.seed, device=self.device, arithmetic="float", dtype="float32",
             threads=engine.resolve_threads(self.opts.threads), **engine.model_settings(model)))
 
-    def cheaper_with(self, name: str, model, members: list[str], tiled: dict) -> list[str]:
+    def model_bytes(self, path: str, bits: float) -> float:
+        """What a file takes model-coded, from its -ELBO in bits: the bits, its entry, and its frame
+        (the bytes around its pixels, kept as under JPEG-XL)."""
+        return max(0.0, bits) / 8 + ENTRY_MODEL_BYTES + len(self.probes[path].frame)
+
+    def cheaper_with(self, name: str, model, members: list[str], tiled: dict) -> tuple[list[str], bool]:
         """The members the model codes in fewer bytes than they take without it, by its -ELBO
-        (amortized, K = 0) before any coding.
+        (amortized, K = 0) before any coding; and whether that was settled for each of them.
 
         A large image is first estimated on a sample of SAMPLE_TILES evenly spaced tiles: where
         that puts the model SAMPLE_MARGIN above the cheapest other way, the image goes without
-        the model and its other tiles are never run (a photograph's hundreds of tiles)."""
+        the model and its other tiles are never run (a photograph's hundreds of tiles). Many
+        images are first estimated on a sample of SAMPLE_IMAGES: where the model wins clearly on
+        each, all are kept unsettled, for code_group to check by what coding them cost."""
         self.progress(f"estimating {name}", 0, 1)
         for path in [p for p in members if len(tiled[p][0]) > 2 * SAMPLE_TILES]:
             n_tiles = len(tiled[path][0])
@@ -406,22 +418,45 @@ class _Build:
                                             f"{n_tiles} tiles), {how} {other} B")
         if not members:
             self.progress(f"estimating {name}", 1, 1)
-            return []
-        est = self._estimate(model, np.concatenate([tiled[p][0] for p in members]))
-        self.progress(f"estimating {name}", 1, 1)
-        start, kept = 0, []
-        for path in members:
-            n_tiles = len(tiled[path][0])
-            # A model-coded file keeps its frame (the bytes around its pixels), as under JPEG-XL.
-            model_bytes = (max(0.0, float(est[start:start + n_tiles].sum())) / 8 + ENTRY_MODEL_BYTES
-                           + len(self.probes[path].frame))
-            start += n_tiles
+            return [], True
+        if len(members) > 2 * SAMPLE_IMAGES:
+            pick = [members[i] for i in np.linspace(0, len(members) - 1, SAMPLE_IMAGES).round().astype(int)]
+            if all(cost < CLEAR_WIN * self.without_model(p)[0] for p, cost in self._costs(model, pick, tiled)):
+                self.progress(f"estimating {name}", 1, 1)
+                return members, False
+        kept = []
+        for path, cost in self._costs(model, members, tiled):
             other, how = self.without_model(path)
-            if model_bytes < other:
+            if cost < other:
                 kept.append(path)
             else:
-                self.probes[path].reason = f"model {name} would take ~{model_bytes:.0f} B, {how} {other} B"
-        return kept
+                self.probes[path].reason = f"model {name} would take ~{cost:.0f} B, {how} {other} B"
+        self.progress(f"estimating {name}", 1, 1)
+        return kept, True
+
+    def _costs(self, model, members: list[str], tiled: dict) -> list[tuple[str, float]]:
+        """(path, model_bytes by the estimate) for each member."""
+        est = self._estimate(model, np.concatenate([tiled[p][0] for p in members]))
+        out, start = [], 0
+        for path in members:
+            n = len(tiled[path][0])
+            out.append((path, self.model_bytes(path, float(est[start:start + n].sum()))))
+            start += n
+        return out
+
+    def dearer_coded(self, name: str, members: list[str], trial: dict) -> list[str]:
+        """The members that coding cost more than they take without the model, by each one's
+        coded -ELBO (naming why in each)."""
+        per_tile = np.asarray(trial["stats"]["image_neg_elbo_bits"], dtype=float)
+        dear, start = [], 0
+        for path, n in zip(members, trial["counts"]):
+            cost = self.model_bytes(path, float(per_tile[start:start + n].sum()))
+            start += n
+            other, how = self.without_model(path)
+            if cost >= other:
+                dear.append(path)
+                self.probes[path].reason = f"model {name} coded it in ~{cost:.0f} B, {how} {other} B"
+        return dear
 
     def code_groups(self, chosen: dict[str, str]) -> None:
         """One engine call per model, in the order of first use over the sorted entries."""
@@ -486,11 +521,21 @@ class _Build:
         # Under --model auto, a model codes only what it codes in fewer bytes than the file takes
         # without it; the estimate decides before coding, a trial of the group settles it after.
         # A model named on the command line codes everything it serves.
+        settled = True
         if self.cost_check:
-            members = self.cheaper_with(name, model, members, tiled)
+            members, settled = self.cheaper_with(name, model, members, tiled)
         if not members:
             return
         best = self.trial(name, members, tiled)
+        if not settled:
+            # Kept on a sample's estimate: each member's own coded -ELBO settles it now, and the
+            # group is coded again without any that came out dearer (rare: an odd file among many).
+            dear = self.dearer_coded(name, members, best)
+            if dear:
+                members = [p for p in members if p not in dear]
+                if not members:
+                    return
+                best = self.trial(name, members, tiled)
         if len(best["tiles"]) <= SMALL_GROUP_TILES:
             # A few images cannot repay a model's fixed costs (the bits its first image borrows
             # grow with its latents): a model with fewer latents may code them in less.
