@@ -223,3 +223,18 @@ def test_verify_compares_whole_files_with_their_inputs(tmp_path, monkeypatch):
     wrong = {"d.png": "0" * 64}
     with pytest.raises(MismatchError, match="does not give back the input file's bytes"):
         reader.verify(data, expect=wrong)
+
+
+def test_filtering_rows_again_gives_what_filtering_them_afresh_gives():
+    """Planning and checking a PNG filter the same rows several times, and the last result is
+    reused: other rows in between, or rows equal in bytes but not in shape, must not get it."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (6, 12), dtype=np.uint8)
+    b = rng.integers(0, 256, (6, 12), dtype=np.uint8)
+    types = rng.integers(0, 5, 6).astype(np.uint8)
+    for rows, bpp in ((a, 1), (b, 1), (a, 1), (a, 3), (a.reshape(12, 6), 1)):
+        fresh = rebuild._filter_all(rows, bpp)
+        assert np.array_equal(rebuild.filter_sums(rows, bpp), np.abs(fresh.view(np.int8).astype(np.int64)).sum(2).T)
+        t = types if rows.shape[0] == 6 else np.resize(types, rows.shape[0])
+        assert rebuild.filter_rows(rows, t, bpp) == np.concatenate(
+            [t[:, None], fresh[t.astype(np.intp), np.arange(rows.shape[0])]], 1).astype(np.uint8).tobytes()

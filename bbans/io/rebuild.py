@@ -186,7 +186,25 @@ def _png_rows(pixels: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
 
 
 def _residuals(rows: np.ndarray, bpp: int) -> np.ndarray:
-    """(5, H, row_bytes) uint8: every row filtered by each of PNG's five filter types."""
+    """(5, H, row_bytes) uint8: every row filtered by each of PNG's five filter types.
+
+    Planning a PNG and checking the plan by rebuilding it filter the same rows four times over;
+    the last result is kept (read-only) for the next call on equal rows."""
+    global _last_residuals
+    key = (rows.shape, bpp, rows.tobytes())
+    last = _last_residuals  # one read: another thread may replace it meanwhile
+    if last[0] == key:
+        return last[1]
+    out = _filter_all(rows, bpp)
+    out.flags.writeable = False
+    _last_residuals = (key, out)
+    return out
+
+
+_last_residuals: tuple = (None, None)
+
+
+def _filter_all(rows: np.ndarray, bpp: int) -> np.ndarray:
     cur = rows.astype(np.int16)
     up = np.zeros_like(cur)
     up[1:] = cur[:-1]
