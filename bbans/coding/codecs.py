@@ -124,29 +124,27 @@ class _TableStream:
         return q
 
     def push(self, msg: Message, x: np.ndarray) -> None:
-        if self.prefix is not None:
-            return self._push_prefixes(msg, x)
-        n = self.n
-        starts = np.empty(n, dtype=np.int64)
-        freqs = np.empty(n, dtype=np.int64)
-        step = self._block_rows(msg.lanes)
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            q = self._rows(a, b)
-            xs = torch.from_numpy(x[a:b].copy()).to(q.device).unsqueeze(1)
-            lo = q.gather(1, xs)
-            hi = q.gather(1, xs + 1)
-            starts[a:b] = lo.squeeze(1).cpu().numpy()
-            freqs[a:b] = (hi - lo).squeeze(1).cpu().numpy()
-        msg.push_stream(starts, freqs, self.prec)
-
-    def _push_prefixes(self, msg: Message, x: np.ndarray) -> None:
-        """push, building for each symbol only its row's columns 0..x+1, in groups of rows that
-        need as many columns (rounded up to PREFIX_STEP)."""
-        k1 = self.k + 1
         starts = np.empty(self.n, dtype=np.int64)
         freqs = np.empty(self.n, dtype=np.int64)
-        cols = np.minimum((x + 2 + PREFIX_STEP - 1) // PREFIX_STEP * PREFIX_STEP, k1)
+        for rows, q in self._push_tables(x, msg.lanes):
+            # Each symbol's start and frequency, gathered where the table lives.
+            xs = torch.tensor(x[rows], device=q.device).unsqueeze(1)
+            lo = q.gather(1, xs)
+            starts[rows] = lo.squeeze(1).cpu().numpy()
+            freqs[rows] = (q.gather(1, xs + 1) - lo).squeeze(1).cpu().numpy()
+        msg.push_stream(starts, freqs, self.prec)
+
+    def _push_tables(self, x: np.ndarray, lanes: int):
+        """(rows, their CDF table) covering every symbol: whole rows by blocks, or with `prefix`
+        each row only up to its symbol's columns (x + 2, rounded up to PREFIX_STEP), in groups of
+        rows that need as many columns."""
+        if self.prefix is None:
+            step = self._block_rows(lanes)
+            for a in range(0, self.n, step):
+                b = min(a + step, self.n)
+                yield slice(a, b), self._rows(a, b)
+            return
+        cols = np.minimum((x + 2 + PREFIX_STEP - 1) // PREFIX_STEP * PREFIX_STEP, self.k + 1)
         for c in np.unique(cols):
             sel = np.flatnonzero(cols == c)
             step = max(1, _BLOCK_ENTRIES // int(c))
@@ -155,12 +153,7 @@ class _TableStream:
                 q = self.prefix(torch.from_numpy(rows), int(c))
                 if q.shape != (len(rows), c) or q.dtype != torch.int64:
                     raise ANSError(f"CDF prefix is {q.dtype} {tuple(q.shape)}, expected int64 {(len(rows), int(c))}")
-                xs = torch.from_numpy(x[rows]).to(q.device).unsqueeze(1)
-                lo = q.gather(1, xs)
-                hi = q.gather(1, xs + 1)
-                starts[rows] = lo.squeeze(1).cpu().numpy()
-                freqs[rows] = (hi - lo).squeeze(1).cpu().numpy()
-        msg.push_stream(starts, freqs, self.prec)
+                yield rows, q
 
     def pop(self, msg: Message) -> np.ndarray:
         n, k, prec, lanes = self.n, self.k, self.prec, msg.lanes
