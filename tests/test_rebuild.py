@@ -226,8 +226,9 @@ def test_verify_compares_whole_files_with_their_inputs(tmp_path, monkeypatch):
 
 
 def test_filtering_rows_again_gives_what_filtering_them_afresh_gives():
-    """Planning and checking a PNG filter the same rows several times, and the last result is
-    reused: other rows in between, or rows equal in bytes but not in shape, must not get it."""
+    """Planning and checking a PNG filter each image's rows once for both the scanlines and the
+    filter rule's sums: other rows in between, or rows equal in bytes but not in shape, must each
+    get their own."""
     rng = np.random.default_rng(5)
     a = rng.integers(0, 256, (6, 12), dtype=np.uint8)
     b = rng.integers(0, 256, (6, 12), dtype=np.uint8)

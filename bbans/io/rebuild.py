@@ -185,26 +185,8 @@ def _png_rows(pixels: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(pixels).reshape(pixels.shape[0], -1), 3
 
 
-def _residuals(rows: np.ndarray, bpp: int) -> np.ndarray:
-    """(5, H, row_bytes) uint8: every row filtered by each of PNG's five filter types.
-
-    Planning a PNG and checking the plan by rebuilding it filter the same rows four times over;
-    the last result is kept (read-only) for the next call on equal rows."""
-    global _last_residuals
-    key = (rows.shape, bpp, rows.tobytes())
-    last = _last_residuals  # one read: another thread may replace it meanwhile
-    if last[0] == key:
-        return last[1]
-    out = _filter_all(rows, bpp)
-    out.flags.writeable = False
-    _last_residuals = (key, out)
-    return out
-
-
-_last_residuals: tuple = (None, None)
-
-
 def _filter_all(rows: np.ndarray, bpp: int) -> np.ndarray:
+    """(5, H, row_bytes) uint8: every row filtered by each of PNG's five filter types."""
     cur = rows.astype(np.int16)
     up = np.zeros_like(cur)
     up[1:] = cur[:-1]
@@ -218,14 +200,24 @@ def _filter_all(rows: np.ndarray, bpp: int) -> np.ndarray:
     return (cur[None] - preds).astype(np.uint8)
 
 
-def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
-    """PNG-filtered scanlines, each prefixed with its filter type."""
-    h, n = rows.shape
+def _typed(filtered: np.ndarray, types: np.ndarray) -> bytes:
+    """Scanlines from `_filter_all`'s five, each row by its type and prefixed with it."""
+    _, h, n = filtered.shape
     types = np.asarray(types, dtype=np.uint8)
     out = np.empty((h, n + 1), np.uint8)
     out[:, 0] = types
-    out[:, 1:] = _residuals(rows, bpp)[types.astype(np.intp), np.arange(h)]
+    out[:, 1:] = filtered[types.astype(np.intp), np.arange(h)]
     return out.tobytes()
+
+
+def _sums(filtered: np.ndarray) -> np.ndarray:
+    """(rows, 5) from `_filter_all`'s five: each row's filtered bytes read as signed, summed."""
+    return np.abs(filtered.view(np.int8).astype(np.int64)).sum(2).T
+
+
+def filter_rows(rows: np.ndarray, types: np.ndarray, bpp: int) -> bytes:
+    """PNG-filtered scanlines, each prefixed with its filter type."""
+    return _typed(_filter_all(rows, bpp), types)
 
 
 # The filters a writer's minimum-sum rule tries, in the order it breaks ties: libpng tries all
@@ -236,7 +228,7 @@ FILTER_RULES = {"libpng": (0, 1, 2, 3, 4), "pillow": (0, 2, 1, 4)}
 def filter_sums(rows: np.ndarray, bpp: int) -> np.ndarray:
     """(rows, 5): each row's sum of its filtered bytes read as signed, per filter type. Integer
     arithmetic: the same on every machine."""
-    return np.abs(_residuals(rows, bpp).view(np.int8).astype(np.int64)).sum(2).T
+    return _sums(_filter_all(rows, bpp))
 
 
 def minsum_filters(sums: np.ndarray, rule: str = "libpng") -> np.ndarray:
@@ -347,14 +339,16 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
     types = np.frombuffer(filtered, np.uint8)[:: rows.shape[1] + 1].copy()
     if types.max(initial=0) > 4:
         raise NoPlan("unknown PNG filter type")
-    if filter_rows(rows, types, bpp) != filtered:
+    # Filtered once for the check below and the filter rule's sums.
+    every = _filter_all(rows, bpp)
+    if _typed(every, types) != filtered:
         raise NoPlan("IDAT scanlines do not match the pixels")
     z = find_zlib(filtered, stream)
     size = _idat_size([chunks[i][2] - chunks[i][1] - 12 for i in idat])
     if size is None:
         raise NoPlan("IDAT chunks of uneven sizes")
     # Filter types as their difference from the rule that predicts them best (fewest runs).
-    best, sums = None, filter_sums(rows, bpp)
+    best, sums = None, _sums(every)
     for rule in FILTER_RULES:
         residual = runs((types.astype(np.int16) - minsum_filters(sums, rule)) % 5)
         if best is None or len(residual) < len(best[1]):
@@ -370,8 +364,9 @@ def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
     residual = np.asarray(expand(recipe["filters"]), np.int16)
     if residual.shape != (rows.shape[0],):
         raise NoPlan("filter types do not cover the rows")
-    types = ((minsum_filters(filter_sums(rows, bpp), recipe.get("rule", "libpng")) + residual) % 5).astype(np.uint8)
-    stream = deflate(filter_rows(rows, types, bpp), recipe["zlib"])
+    every = _filter_all(rows, bpp)
+    types = ((minsum_filters(_sums(every), recipe.get("rule", "libpng")) + residual) % 5).astype(np.uint8)
+    stream = deflate(_typed(every, types), recipe["zlib"])
     size = recipe["idat"] or len(stream)
     parts = []
     for pos in range(0, len(stream), size):
