@@ -437,21 +437,20 @@ class _Build:
     def _costs(self, model, members: list[str], tiled: dict) -> list[tuple[str, float]]:
         """(path, model_bytes by the estimate) for each member."""
         est = self._estimate(model, np.concatenate([tiled[p][0] for p in members]))
-        out, start = [], 0
-        for path in members:
-            n = len(tiled[path][0])
-            out.append((path, self.model_bytes(path, float(est[start:start + n].sum()))))
-            start += n
-        return out
+        return self._per_file(members, [len(tiled[p][0]) for p in members], est)
+
+    def _per_file(self, members: list[str], counts: list[int], per_tile) -> list[tuple[str, float]]:
+        """(path, model_bytes) of each member from its tiles' bits, the tiles in member order."""
+        ends = np.cumsum(counts)
+        return [(path, self.model_bytes(path, float(np.sum(per_tile[end - n:end]))))
+                for path, n, end in zip(members, counts, ends)]
 
     def dearer_coded(self, name: str, members: list[str], trial: dict) -> list[str]:
         """The members that coding cost more than they take without the model, by each one's
         coded -ELBO (naming why in each)."""
         per_tile = np.asarray(trial["stats"]["image_neg_elbo_bits"], dtype=float)
-        dear, start = [], 0
-        for path, n in zip(members, trial["counts"]):
-            cost = self.model_bytes(path, float(per_tile[start:start + n].sum()))
-            start += n
+        dear = []
+        for path, cost in self._per_file(members, trial["counts"], per_tile):
             other, how = self.without_model(path)
             if cost >= other:
                 dear.append(path)
