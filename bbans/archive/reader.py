@@ -119,6 +119,7 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
     from bbans.models import checkpoints
 
     models = checkpoints.Loaded()
+    have = catalog.by_name()
     out = {}
     for gi, g in enumerate(r.groups):
         config = engine.EngineConfig.from_dict(g["engine"])
@@ -135,7 +136,6 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
                 "reproduced on one and no CUDA device is visible here"
             )
         device_here = config.device
-        have = catalog.by_name()
         if g["model"] not in have:
             raise MismatchError(f"{mismatch_name} needs model {g['model']!r}, which this bbans does not bundle")
         model, meta = models.get(g["model"], g["encoder"], device_here)
