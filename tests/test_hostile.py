@@ -8,8 +8,8 @@ trailing checksum holds and only the reader's own checks stand in the way.
 from __future__ import annotations
 
 import json
-
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +155,24 @@ def test_an_archive_of_format_2_still_decodes_byte_for_byte_where_its_arithmetic
         return
     for name, src in FORMAT1_SOURCES.items():
         assert (tmp_path / "out" / name).read_bytes() == src.read_bytes()
+
+
+FORMAT4 = FIXTURES / "format4" / "made-by-df86611.bb"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_an_archive_of_format_4_still_decodes_byte_for_byte(bbans_main, tmp_path):
+    """Made by the last format-4 bbans (commit df86611, --K 2) from fixture files and the
+    examples' binarized digits: a model group in the exact arithmetic, JPEG-XL entries, stored
+    files, a header by column under primed deflate."""
+    code, out, _ = bbans_main("info", FORMAT4, "--json")
+    assert code == 0 and json.loads(out)["format"] == 4
+    code, _, err = bbans_main("decompress", FORMAT4, "-o", tmp_path / "out")
+    assert code == 0, err
+    sources = {**FORMAT1_SOURCES, **{f"binary/{p.name}": p for p in (EXAMPLES / "binary").glob("*.png")}}
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == sorted(sources)
+    for name, src in sources.items():
+        assert (tmp_path / "out" / name).read_bytes() == src.read_bytes(), name
 
 
 EXACT_ARCHIVES = sorted((FIXTURES / "exact-1").glob("made-by-*.bb"))
