@@ -16,18 +16,28 @@ import random
 import struct
 
 from bbans.archive import format as container
+from bbans.archive import packed
 
 Case = tuple[str, "callable"]
 
 
-def stored_form(header):
-    """A header as format 4 stores it (entries by column, times as differences), built as a
-    careless writer would from whatever the header holds: odd values stay odd for the reader
-    to refuse, and a null field, which a column cannot hold, is left out."""
+def stored_form(header, version: int = container.FORMAT_VERSION):
+    """A header as formats 4 and 5 store it (entries by column, times as differences; format 5
+    without payload offsets), built as a careless writer would from whatever the header holds:
+    odd values stay odd for the reader to refuse, and a null field, which a column cannot hold,
+    is left out."""
     entries = header.get("entries") if isinstance(header, dict) else None
     if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
         return header if not isinstance(header, dict) else {**header, "entry_columns": entries}
     entries = [{k: v for k, v in e.items() if v is not None} for e in entries]
+    if version >= 5:
+        header = copy.deepcopy(header)
+        entries = copy.deepcopy(entries)
+        refs = [g.get("payload") for g in header.get("groups", []) if isinstance(g, dict)]
+        refs += [header.get("frames")] + [e.get("data") for e in entries]
+        for ref in refs:
+            if isinstance(ref, dict):
+                ref.pop("offset", None)
     keys = sorted({k for e in entries for k in e})
     columns = {k: [e.get(k) for e in entries] for k in keys}
     prev, times = 0, []
@@ -42,16 +52,64 @@ def stored_form(header):
     return out
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pack_carelessly(v) -> bytes:
+    """Format 5's packed encoding of any value, written here independently of the package's
+    encoder, without its limits: integers of any size, infinities, any depth (no recursion)."""
+    out, todo = bytearray(), [v]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, bytes):  # already encoded (a key)
+            out += v
+        elif v is None or isinstance(v, bool):
+            out.append({None: packed.NULL, False: packed.FALSE, True: packed.TRUE}[v])
+        elif isinstance(v, int):
+            out += bytes([v]) if 0 <= v < 0x80 else bytes([packed.UINT]) + _varint(v) if v >= 0 \
+                else bytes([packed.NEGINT]) + _varint(-1 - v)
+        elif isinstance(v, float):
+            text = repr(v).encode() if v == v and abs(v) != float("inf") else b"1e999"
+            out += bytes([packed.FLOAT]) + _varint(len(text)) + text
+        elif isinstance(v, str):
+            raw = v.encode("utf-8", "surrogatepass")
+            out += bytes([packed.STR]) + _varint(len(raw)) + raw
+        elif isinstance(v, list):
+            out += bytes([packed.LIST]) + _varint(len(v))
+            todo.extend(reversed(v))
+        elif isinstance(v, dict):
+            out += bytes([packed.DICT]) + _varint(len(v))
+            for k in reversed(sorted(v, key=packed._key_order)):
+                todo.append(v[k])
+                raw = k.encode("utf-8", "surrogatepass")
+                todo.append(_varint(packed.KEYS.index(k) + 1) if k in packed.KEYS else b"\x00" + _varint(len(raw)) + raw)
+        else:
+            raise TypeError(type(v).__name__)
+    return bytes(out)
+
+
 def resign(header, payload: bytes, version: int = container.FORMAT_VERSION) -> bytes:
-    """Archive bytes around a header (a dict in the shape readers return, or JSON text to be
-    stored as it is) and a payload area."""
+    """Archive bytes around a header (a dict in the shape readers return, or its stored bytes
+    as they are: JSON text up to format 4, packed from format 5) and a payload area."""
     if not isinstance(header, (str, bytes)):
         if version < 4:
             return container.pack(header, [payload], version)
-        header = json.dumps(stored_form(header), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        stored = stored_form(header, version)
+        header = pack_carelessly(stored) if version >= 5 else \
+            json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     raw = header.encode() if isinstance(header, str) else header
     head = lzma.compress(raw, format=lzma.FORMAT_RAW,
                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT, "preset": 1}])
+    if version >= 5:
+        body = container._preamble(version, len(head) + 1, len(raw), len(payload)) \
+            + bytes([container.HEADER5_LZMA2]) + head + payload
+        return body + hashlib.sha256(body).digest()[:container.TRAILER_SIZE_5]
     if version >= 4:
         head = bytes([container.HEADER_LZMA2]) + head
     body = struct.pack("<6sHIIQ", container.MAGIC, version, len(head), len(raw), len(payload)) + head + payload
@@ -137,24 +195,31 @@ def _huge_image(h, p):
     return h, p
 
 
+def _message_parts(h, p) -> tuple[int, int, int, int]:
+    """(start, length, lanes, bytes of the phantom count) of the first group's bare message."""
+    g = h["groups"][0]
+    start, n = g["payload"]["offset"], g["payload"]["length"]
+    k = 1
+    while p[start + k - 1] >= 0x80:
+        k += 1
+    return start, n, g["engine"]["lanes"], k
+
+
 def _random_payload(h, p):
     # Same length, random words: the decoder must stop at its first phantom word, not run on.
-    g = h["groups"][0]["payload"]
+    start, n, lanes, k = _message_parts(h, p)
     rng = random.Random(1)
-    start, n = g["offset"], g["length"]
-    head = p[start:start + 13]
-    body = bytes(rng.getrandbits(8) for _ in range(n - 13))
     # Heads must stay in range so the message is well formed; only the words are random.
-    lanes = struct.unpack("<I", head[1:5])[0]
     heads = b"".join(struct.pack("<Q", (1 << 31) | rng.getrandbits(31)) for _ in range(lanes))
-    body = heads + body[8 * lanes:]
-    return h, p[:start] + head + body + p[start + n:]
+    body = bytes(rng.getrandbits(8) for _ in range(n - k - 8 * lanes))
+    return h, p[:start + k] + heads + body + p[start + n:]
 
 
 def _huge_phantom_count(h, p):
-    g = h["groups"][0]["payload"]
-    s = g["offset"]
-    return h, p[:s + 9] + struct.pack("<I", (1 << 32) - 1) + p[s + 13:]
+    start, n, _, k = _message_parts(h, p)
+    msg = _varint((1 << 32) - 1) + p[start + k:start + n]
+    h["groups"][0]["payload"]["length"] = len(msg)
+    return h, p[:start] + msg + p[start + n:]
 
 
 def _deep_names(h, p):
@@ -198,20 +263,12 @@ def _v1_meta(value):
 
 
 def _cut_payload(h, p):
-    """The group's rANS message with every tail word dropped and its header saying so: the
-    decoder's first renormalisation finds nothing to read."""
-    g = h["groups"][0]["payload"]
-    s, n = g["offset"], g["length"]
-    lanes = struct.unpack("<I", p[s + 1:s + 5])[0]
-    msg = p[s:s + 5] + struct.pack("<I", 0) + p[s + 9:s + 13 + 8 * lanes]
-    shift = n - len(msg)
-    g["length"] = len(msg)
-    if "frames" in h:
-        h["frames"]["offset"] -= shift
-    for e in h["entries"]:
-        if e["kind"] == "stored":
-            e["data"]["offset"] -= shift
-    return h, p[:s] + msg + p[s + n:]
+    """The group's rANS message with every tail word dropped: the decoder's first
+    renormalisation finds nothing to read."""
+    start, n, lanes, k = _message_parts(h, p)
+    msg = p[start:start + k + 8 * lanes]
+    h["groups"][0]["payload"]["length"] = len(msg)
+    return h, p[:start] + msg + p[start + n:]
 
 
 def _frames_claim(size):
@@ -233,18 +290,22 @@ def _header_not_object(h, p):
 
 
 def _columns(edit):
-    """The stored (format 4) header, edited as `edit` says, as JSON text."""
+    """The stored header, edited as `edit` says, as packed bytes."""
     def mutate(h, p):
         s = stored_form(h)
         edit(s)
-        return json.dumps(s), p
+        return pack_carelessly(s), p
 
     return mutate
 
 
-def _nested_json(h, p):
-    text = json.dumps(h)
-    return text[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}", p
+def _nested(h, p):
+    s = stored_form(h)
+    deep: list = []
+    for _ in range(100000):
+        deep = [deep]
+    s["deep"] = deep
+    return pack_carelessly(s), p
 
 
 def _swap_groups_model(h, p):
@@ -327,7 +388,7 @@ CASES: list[Case] = [
     ("format-1 metadata unknown key", _v1_meta({"xmp": "x"})),
     ("format-1 metadata not an object", _v1_meta([1, 2])),
     ("header an array", _header_not_object),
-    ("JSON nested 100,000 deep", _nested_json),
+    ("header nested 100,000 deep", _nested),
     ("created_by a string", _set_top("created_by", "me")),
     ("device class a number", _set_top("device", 7)),
     ("entries an object", _set_top("entries", {})),
@@ -344,7 +405,7 @@ CASES: list[Case] = [
 
 def lzma_bomb_header() -> bytes:
     """An archive whose header is 65 MiB of JSON (valid, whitespace-padded) in a few KiB."""
-    return resign(b'{"entries":[],"format":2,"groups":[]' + b" " * (65 << 20) + b"}", b"")
+    return resign(b'{"entries":[],"format":2,"groups":[]' + b" " * (65 << 20) + b"}", b"", 2)
 
 
 def crafted(base: bytes, mutate) -> bytes:

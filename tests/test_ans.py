@@ -342,3 +342,19 @@ def test_a_declared_peak_below_the_phantom_count_is_refused():
     msg, _, _ = _bits_back_like_history()
     with pytest.raises(ANSError, match="more than its peak"):
         Message.from_bytes(msg.to_bytes(), seed=3, phantom_limit=msg.phantom_words - 1)
+
+
+def test_a_bare_message_is_its_bytes_without_the_header_and_frames_back_exactly():
+    msg = Message(4, seed=3)
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, 1000, 64)
+    msg.push_stream(starts, np.full(64, 10), 12)
+    msg.pop(12)  # any state: a few phantom words may be held
+    full = msg.to_bytes()
+    bare = Message.bare(full)
+    assert len(bare) <= len(full) - 12
+    assert Message.framed(bare, 4) == full
+    with pytest.raises(ANSError):
+        Message.framed(bare[:-1], 4)  # not whole words
+    with pytest.raises(ANSError):
+        Message.framed(bare, 40)  # fewer bytes than 40 heads

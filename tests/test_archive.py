@@ -225,27 +225,35 @@ def test_lanes_grow_with_the_predicted_payload_from_one_to_128():
 
 
 def _stored_header(data: bytes) -> tuple[int, bytes]:
-    """(header codec, decompressed stored JSON) of a format-4 archive."""
+    """(header codec, the stored header's packed bytes) of a format-5 archive."""
+    import io
     import zlib
 
     from bbans.archive import header_words
 
-    _, version, head_len, raw_len, _ = struct.unpack("<6sHIIQ", data[:24])
-    head = data[24:24 + head_len]
-    if head[0] == container.HEADER_DEFLATE_DICT:
-        return head[0], zlib.decompressobj(-15, zdict=header_words.DICT_1).decompress(head[1:])
+    f = io.BytesIO(data)
+    assert f.read(8) == container.MAGIC + struct.pack("<H", 5)
+    head_len, raw_len, _, start = container._read_lengths(f, 5)
+    head = data[start:start + head_len]
+    if head[0] == container.HEADER5_DEFLATE_DICT:
+        return head[0], zlib.decompressobj(-15, zdict=header_words.DICT_2).decompress(head[1:])
+    if head[0] == container.HEADER5_RAW:
+        return head[0], head[1:]
     return head[0], lzma.decompress(head[1:], format=lzma.FORMAT_RAW,
                                     filters=[{"id": lzma.FILTER_LZMA2, "dict_size": container.HEADER_DICT}])
 
 
 def test_the_header_is_stored_by_column_and_read_back_as_entries(good):
+    from bbans.archive import packed
+
     _, raw = _stored_header(good)
-    stored = json.loads(raw)
+    stored = packed.loads(raw)
     assert "entries" not in stored and stored["entry_count"] == 4
     paths = stored["entry_columns"]["path"]
     with Reader(good) as r:
         assert [e["path"] for e in r.entries] == paths
         times = [e["mtime_ns"] for e in r.entries]
+        refs = [e["data"] for e in r.entries if "data" in e]
     # Times as differences from the entry before: the first one whole.
     assert stored["entry_columns"]["mtime_ns"][0] == times[0]
     assert [sum(stored["entry_columns"]["mtime_ns"][: i + 1]) for i in range(4)] == times
@@ -253,6 +261,24 @@ def test_the_header_is_stored_by_column_and_read_back_as_entries(good):
     assert stored["entry_columns"]["data"][paths.index("a")] is None
     with Reader(good) as r:
         assert "data" not in r.entries[paths.index("a")]
+    # Blobs follow each other in entry order: their offsets are not stored but read back.
+    assert all("offset" not in d for d in stored["entry_columns"]["data"] if d)
+    assert [d["offset"] for d in refs] == [0, refs[0]["length"]]
+
+
+def test_a_column_of_one_value_is_stored_once_and_read_back_for_every_entry(tmp_path):
+    from bbans.archive import packed
+
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text("same" * (i + 1))
+        os.utime(tmp_path / f"{i}.txt", ns=(1, 1_700_000_000_000_000_000))
+    data, _ = writer.create([str(tmp_path)], Options(model="none"))
+    columns = packed.loads(_stored_header(data)[1])["entry_columns"]
+    assert columns["mtime_ns"] == 1_700_000_000_000_000_000 and columns["kind"] == "stored"
+    assert isinstance(columns["path"], list)
+    with Reader(data) as r:
+        assert [e["mtime_ns"] for e in r.entries] == [1_700_000_000_000_000_000] * 3
+        assert [e["kind"] for e in r.entries] == ["stored"] * 3
 
 
 def test_a_small_header_takes_the_primed_deflate_and_a_large_one_lzma2(tmp_path):
@@ -266,11 +292,12 @@ def test_a_small_header_takes_the_primed_deflate_and_a_large_one_lzma2(tmp_path)
         (many / f"file-{rng.integers(1 << 40):x}.txt").write_text(str(i))
     small, _ = writer.create([str(one)], Options(model="none"))
     large, _ = writer.create([str(many)], Options(model="none"))
-    assert _stored_header(small)[0] == container.HEADER_DEFLATE_DICT
-    assert _stored_header(large)[0] == container.HEADER_LZMA2
-    # The dictionary holds the key names: a one-file header is a few dozen bytes.
+    assert _stored_header(small)[0] == container.HEADER5_DEFLATE_DICT
+    assert _stored_header(large)[0] == container.HEADER5_LZMA2
+    # The dictionary holds the structure: a one-file header is its name, time, size and
+    # checksum and a few bytes more.
     with Reader(small) as r:
-        assert r.header_len < 120
+        assert r.header_len < 64
     for data in (small, large):
         assert reader.verify(data) >= 1
 
@@ -281,12 +308,22 @@ def test_a_small_header_takes_the_primed_deflate_and_a_large_one_lzma2(tmp_path)
     (lambda head: b"", "header"),
 ])
 def test_a_header_in_an_unknown_codec_or_corrupt_is_refused(good, edit, message):
+    import io
 
-    magic, version, head_len, raw_len, payload_len = struct.unpack("<6sHIIQ", good[:24])
-    head = edit(good[24:24 + head_len])
-    body = struct.pack("<6sHIIQ", magic, version, len(head), raw_len, payload_len) + head + good[24 + head_len:-32]
+    head_len, raw_len, payload_len, start = container._read_lengths(io.BytesIO(good[8:]), 5)
+    head = edit(good[8 + start - 8:8 + start - 8 + head_len])
+    payload = good[start + head_len:-container.TRAILER_SIZE_5]
+    body = container._preamble(5, len(head), raw_len, payload_len) + head + payload
     with pytest.raises(ArchiveError, match=message):
-        Reader(body + hashlib.sha256(body).digest())
+        Reader(body + hashlib.sha256(body).digest()[:container.TRAILER_SIZE_5])
+
+
+def test_the_format_5_header_dictionary_is_frozen():
+    """Format-5 archives that name the primed deflate codec are read with exactly these bytes."""
+    from bbans.archive import header_words
+
+    assert hashlib.sha256(header_words.DICT_2).hexdigest() == (
+        "0fa81ef8a5be905ba765e3574b889255ef72daf4e3f67f1abd43e7d9c5498054")
 
 
 def test_the_header_dictionary_is_frozen():

@@ -253,7 +253,7 @@ def test_info_on_a_real_archive(bbans_main, tree, tmp_path, fake_models):
     assert bbans_main("compress", tree / "digits", tree / "colour", "-o", bb, "--K", 1, "--batch-size", 4, "--lanes", 32)[0] == 0
     code, out, _ = bbans_main("info", bb)
     assert code == 0
-    assert "format 4" in out and "coded on cpu" in out and "exact-1 arithmetic" in out
+    assert "format 5" in out and "coded on cpu" in out and "exact-1 arithmetic" in out
     assert "model mnist-hier" in out and "K=1" in out and "bits/dim" in out and "overhead" in out
     assert "d0.png" in out and "c1.ppm" in out
     code, out, _ = bbans_main("info", bb, "--json")
@@ -355,7 +355,7 @@ BAD = {
     "corrupt byte": lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:],
     "truncated": lambda d: d[: len(d) - 40],
     "foreign": lambda d: b"PK\x03\x04" + d[4:],
-    "future version": lambda d: d[:6] + struct.pack("<H", 5) + d[8:],
+    "future version": lambda d: d[:6] + struct.pack("<H", 6) + d[8:],
     "path traversal": lambda d: _renamed(d, "f.txt", "../f.txt"),
     "absolute path": lambda d: _renamed(d, "f.txt", "/tmp/bbans-evil.txt"),
     "colliding names": lambda d: _renamed(d, "g.txt", "f.txt"),
@@ -383,7 +383,7 @@ def test_bad_archives_fail_cleanly(bbans_main, tmp_path, no_models, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not os.path.exists("/tmp/bbans-evil.txt")
     if case == "future version":
-        assert "made by a newer bbans (format 5)" in message
+        assert "made by a newer bbans (format 6)" in message
 
 
 def test_other_model_weights_are_a_mismatch(bbans_main, tmp_path, fake_models):

@@ -61,7 +61,7 @@ def test_a_jpeg_is_recompressed_smaller_and_comes_back_byte_for_byte(bbans_main,
     assert bbans_main("compress", src, "-o", tmp_path / "a.bb", "-q")[0] == 0
     rep, entries = _entries(bbans_main, tmp_path / "a.bb")
     e = entries["p.jpg"]
-    assert rep["format"] == 4 and e["kind"] == "stored" and e["how"] == "jpeg-jxl"
+    assert rep["format"] == 5 and e["kind"] == "stored" and e["how"] == "jpeg-jxl"
     assert e["coded_bytes"] < 0.95 * len(data)
     assert bbans_main("decompress", tmp_path / "a.bb", "-o", tmp_path / "out", "-q")[0] == 0
     assert (tmp_path / "out" / "p.jpg").read_bytes() == data

@@ -239,3 +239,30 @@ def test_filtering_rows_again_gives_what_filtering_them_afresh_gives():
         t = types if rows.shape[0] == 6 else np.resize(types, rows.shape[0])
         assert rebuild.filter_rows(rows, t, bpp) == np.concatenate(
             [t[:, None], fresh[t.astype(np.intp), np.arange(rows.shape[0])]], 1).astype(np.uint8).tobytes()
+
+
+# ---- frames the image implies (format 5) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB"])
+def test_a_plain_png_frame_is_left_out_and_rebuilt_from_the_image(mode):
+    img = rgb_image() if mode == "RGB" else grey_image().convert(mode)
+    data = save(img, "PNG")
+    p = images.probe(data)
+    assert p.recipe["bare"] is True and p.frame == b""
+    assert rebuild.rebuild(p.pixels, p.recipe, p.frame) == data
+
+
+def test_a_png_with_chunks_of_its_own_keeps_only_those_in_its_frame():
+    odd = with_chunks(DIGIT, before_idat=[(b"prVt", b"private")], after_idat=[(b"tEXt", b"k\x00v")])
+    p = images.probe(odd)
+    assert p.recipe["bare"] is True
+    assert b"IHDR" not in p.frame and b"IEND" not in p.frame and b"prVt" in p.frame and b"tEXt" in p.frame
+    assert rebuild.rebuild(p.pixels, p.recipe, p.frame) == odd
+
+
+def test_a_png_with_bytes_after_iend_keeps_its_whole_frame():
+    odd = DIGIT + b"trailing"
+    p = images.probe(odd)
+    assert "bare" not in p.recipe and p.frame.startswith(rebuild.PNG_SIGNATURE)
+    assert rebuild.rebuild(p.pixels, p.recipe, p.frame) == odd

@@ -7,6 +7,7 @@ allocated or written. Stored files are LZMA2 blobs (`store` / `unstore_chunks`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -18,18 +19,21 @@ import zlib
 from typing import Callable, Iterator
 
 from bbans import __version__
-from bbans.archive import header_words, schema
+from bbans.archive import header_words, packed, schema
 from bbans.errors import ArchiveError, BBANSError
 from bbans.io import jxl
 
 MAGIC = b"BBANS\x00"
-FORMAT_VERSION = 4  # what this bbans writes; it reads every format up to it
+FORMAT_VERSION = 5  # what this bbans writes; it reads every format up to it
 FILE_KINDS = ("model", "stored", "image")  # entries that are files
-# magic, format version, header length (compressed), header length (JSON), payload length
+# Formats 1-4: magic, format version, header length (compressed), header length (raw), payload
+# length; a full sha256 trails. Format 5: magic and version, then the three lengths as varints,
+# and the first 8 bytes of the sha256 trail (a small archive is mostly its fixed costs).
 _PREAMBLE = struct.Struct("<6sHIIQ")
-PREAMBLE_SIZE = _PREAMBLE.size  # 24
-TRAILER_SIZE = 32  # sha256 of everything before it
-OVERHEAD_FIXED = PREAMBLE_SIZE + TRAILER_SIZE
+_START = struct.Struct("<6sH")
+PREAMBLE_SIZE = _PREAMBLE.size  # 24, formats 1-4
+TRAILER_SIZE = 32
+TRAILER_SIZE_5 = 8
 HEADER_DICT = 1 << 20
 # Per-entry checksums are the first 8 bytes of a sha256: they catch decoding that went wrong
 # (the trailing full sha256 already catches corruption), and a full digest would cost more
@@ -86,55 +90,89 @@ HEADER_LZMA2, HEADER_DEFLATE_DICT = 0, 1
 _TIME_KEY = "mtime_ns"
 
 
-def _to_storage(header: dict) -> dict:
+def _refs(header: dict, entries: list) -> list:
+    """The payload references in payload order: groups, the frames blob, entries' data."""
+    refs = [g.get("payload") for g in header.get("groups", ()) if isinstance(g, dict)]
+    refs.append(header.get("frames"))
+    refs += [e.get("data") for e in entries if isinstance(e, dict)]
+    return [r for r in refs if isinstance(r, dict)]
+
+
+def _to_storage(header: dict, version: int) -> dict:
     entries = header["entries"]
-    keys = sorted({k for e in entries for k in e})
-    columns = {k: [e.get(k) for e in entries] for k in keys}
     if any(v is None for e in entries for v in e.values()):
         raise BBANSError("internal error: an entry with a null field cannot be stored by column")
-    if _TIME_KEY in columns:
-        prev, out = 0, []
-        for t in columns[_TIME_KEY]:
-            out.append(None if t is None else t - prev)
-            prev = prev if t is None else t
-        columns[_TIME_KEY] = out
+    keys = sorted({k for e in entries for k in e})
+    columns = {k: [e.get(k) for e in entries] for k in keys}
     stored = {k: v for k, v in header.items() if k != "entries"}
+    if version >= 5:
+        # Format 5: blobs tile the payload area in order, so their offsets are left out.
+        stored["groups"] = [{**g, "payload": _no_offset(g["payload"])} for g in header["groups"]]
+        if "frames" in stored:
+            stored["frames"] = _no_offset(stored["frames"])
+        if "data" in columns:
+            columns["data"] = [None if d is None else _no_offset(d) for d in columns["data"]]
+    for k, column in columns.items():
+        if version >= 5 and None not in column and all(v == column[0] for v in column):
+            # Format 5: a column that holds one value for every entry is that value, not a list
+            # (no entry field is a list), so one entry's table and many entries' look alike.
+            columns[k] = column[0]
+        elif k == _TIME_KEY:
+            prev, out = 0, []
+            for t in column:
+                out.append(None if t is None else t - prev)
+                prev = prev if t is None else t
+            columns[k] = out
     stored["entry_count"] = len(entries)
     stored["entry_columns"] = columns
     return stored
 
 
-def _from_storage(stored) -> dict:
-    """The header of a format-4 archive from its stored form; ArchiveError where the columns do
-    not make a table (what is in them is the schema's to judge)."""
+def _no_offset(ref: dict) -> dict:
+    return {k: v for k, v in ref.items() if k != "offset"}
+
+
+def _from_storage(stored, version: int) -> dict:
+    """The header of a format-4 or -5 archive from its stored form; ArchiveError where the
+    columns do not make a table (what is in them is the schema's to judge)."""
     if not isinstance(stored, dict):
-        raise ArchiveError("header is not a JSON object")
+        raise ArchiveError("header is not an object")
     n, columns = stored.get("entry_count"), stored.get("entry_columns")
     if not (schema.is_int(n, 0, schema.MAX_ENTRIES) and isinstance(columns, dict)
-            and all(isinstance(c, list) and len(c) == n for c in columns.values())):
+            and all((isinstance(c, list) and len(c) == n) or (version >= 5 and n and not isinstance(c, list))
+                    for c in columns.values())):
         raise ArchiveError("header: the entry columns do not make a table")
-    if _TIME_KEY in columns:
-        prev, times = 0, []
-        for d in columns[_TIME_KEY]:
+    times = columns.get(_TIME_KEY)
+    if isinstance(times, list):
+        prev, out = 0, []
+        for d in times:
             if d is not None:
                 if not schema.is_int(d, -(1 << 63), (1 << 63) - 1):
                     raise ArchiveError("header: bad modification time")
                 prev += d
-            times.append(None if d is None else prev)
-        columns = {**columns, _TIME_KEY: times}
+            out.append(None if d is None else prev)
+        columns = {**columns, _TIME_KEY: out}
+    columns = {k: c if isinstance(c, list) else [copy.deepcopy(c) for _ in range(n)] for k, c in columns.items()}
     header = {k: v for k, v in stored.items() if k not in ("entry_count", "entry_columns")}
     header["entries"] = [{k: c[i] for k, c in columns.items() if c[i] is not None} for i in range(n)]
+    if version >= 5:
+        at = 0
+        for ref in _refs(header, header["entries"]):
+            if "offset" in ref or not schema.is_int(ref.get("length")):
+                raise ArchiveError("header: bad payload reference")
+            ref["offset"] = at
+            at += ref["length"]
     return header
 
 
-def _deflate(raw: bytes) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=header_words.DICT_1)
+def _deflate(raw: bytes, zdict: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
     return c.compress(raw) + c.flush()
 
 
-def _inflate(body: bytes, length: int) -> bytes:
+def _inflate(body: bytes, length: int, zdict: bytes) -> bytes:
     """Exactly `length` bytes from the primed deflate stream `body`, never more."""
-    d = zlib.decompressobj(-15, zdict=header_words.DICT_1)
+    d = zlib.decompressobj(-15, zdict=zdict)
     try:
         raw = d.decompress(body, length + 1)
     except zlib.error:
@@ -144,55 +182,134 @@ def _inflate(body: bytes, length: int) -> bytes:
     return raw
 
 
+def _lzma2(raw: bytes) -> bytes:
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
+
+
+def _unlzma2(body: bytes, length: int) -> bytes:
+    try:
+        return b"".join(unstore_chunks(body, {"codec": "lzma2", "dict_size": HEADER_DICT}, length))
+    except ArchiveError:
+        raise ArchiveError("header does not decompress") from None
+
+
+# Format 5's header: the stored form's packed bytes (bbans.archive.packed) as they are, under
+# LZMA2, or under deflate primed with packed headers of typical archives; the first byte names
+# which, and the writer keeps the shortest.
+HEADER5_RAW, HEADER5_LZMA2, HEADER5_DEFLATE_DICT = 0, 1, 2
+
+
 def _compress_header(header: dict, version: int) -> tuple[bytes, bytes]:
-    """(JSON, stored header bytes) of a header in this format version."""
+    """(raw header bytes, stored header bytes) of a header in this format version."""
     if version < 4:
         raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-        return raw, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT))
-    raw = json.dumps(_to_storage(header), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    return raw, min(bytes([HEADER_LZMA2]) + lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(HEADER_DICT)),
-                    bytes([HEADER_DEFLATE_DICT]) + _deflate(raw), key=len)
+        return raw, _lzma2(raw)
+    if version == 4:
+        raw = json.dumps(_to_storage(header, version), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        return raw, min(bytes([HEADER_LZMA2]) + _lzma2(raw),
+                        bytes([HEADER_DEFLATE_DICT]) + _deflate(raw, header_words.DICT_1), key=len)
+    raw = packed.dumps(_to_storage(header, version))
+    return raw, min(bytes([HEADER5_RAW]) + raw, bytes([HEADER5_LZMA2]) + _lzma2(raw),
+                    bytes([HEADER5_DEFLATE_DICT]) + _deflate(raw, header_words.DICT_2), key=len)
 
 
 def _decompress_header(head: bytes, raw_len: int, version: int) -> dict:
     """The header dict from its stored bytes (ArchiveError naming what is wrong)."""
-    codec, body = (HEADER_LZMA2, head) if version < 4 else (head[0] if head else -1, head[1:])
-    if codec == HEADER_LZMA2:
-        try:
-            raw = b"".join(unstore_chunks(body, {"codec": "lzma2", "dict_size": HEADER_DICT}, raw_len))
-        except ArchiveError:
-            raise ArchiveError("header does not decompress") from None
-    elif codec == HEADER_DEFLATE_DICT:
-        raw = _inflate(body, raw_len)
+    if version < 4:
+        raw = _unlzma2(head, raw_len)
     else:
-        raise ArchiveError(f"unknown header codec {codec}")
+        codec, body = (head[0] if head else -1), head[1:]
+        if version == 4 and codec == HEADER_LZMA2 or version >= 5 and codec == HEADER5_LZMA2:
+            raw = _unlzma2(body, raw_len)
+        elif version == 4 and codec == HEADER_DEFLATE_DICT:
+            raw = _inflate(body, raw_len, header_words.DICT_1)
+        elif version >= 5 and codec == HEADER5_DEFLATE_DICT:
+            raw = _inflate(body, raw_len, header_words.DICT_2)
+        elif version >= 5 and codec == HEADER5_RAW:
+            if len(body) != raw_len:
+                raise ArchiveError("header is not its declared length")
+            raw = body
+        else:
+            raise ArchiveError(f"unknown header codec {codec}")
+    if version >= 5:
+        try:
+            return _from_storage(packed.loads(raw), version)
+        except RecursionError:
+            raise ArchiveError("header nested too deeply") from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ArchiveError("header is not valid JSON") from None
-    return _from_storage(header) if version >= 4 else header
+    return _from_storage(header, version) if version >= 4 else header
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _preamble(version: int, head_len: int, raw_len: int, payload_len: int) -> bytes:
+    if version < 5:
+        return _PREAMBLE.pack(MAGIC, version, head_len, raw_len, payload_len)
+    return _START.pack(MAGIC, version) + _varint(head_len) + _varint(raw_len) + _varint(payload_len)
+
+
+def _trailer_size(version: int) -> int:
+    return TRAILER_SIZE if version < 5 else TRAILER_SIZE_5
+
+
+def _read_lengths(f, version: int) -> tuple[int, int, int, int]:
+    """(header length, raw header length, payload length, preamble size) read from `f`, which
+    stands just after the magic and version."""
+    if version < 5:
+        rest = f.read(PREAMBLE_SIZE - _START.size)
+        if len(rest) < PREAMBLE_SIZE - _START.size:
+            raise ArchiveError("truncated (shorter than the preamble)")
+        head_len, raw_len, payload_len = struct.unpack("<IIQ", rest)
+        return head_len, raw_len, payload_len, PREAMBLE_SIZE
+    values, size = [], _START.size
+    for _ in range(3):
+        n = shift = 0
+        while True:
+            b = f.read(1)
+            if not b:
+                raise ArchiveError("truncated (shorter than the preamble)")
+            size += 1
+            if shift > 56:
+                raise ArchiveError("preamble holds a malformed length")
+            n |= (b[0] & 0x7F) << shift
+            shift += 7
+            if b[0] < 0x80:
+                break
+        values.append(n)
+    return values[0], values[1], values[2], size
 
 
 def pack(header: dict, blobs: list[bytes], version: int = FORMAT_VERSION) -> bytes:
-    """Archive bytes: preamble, compressed JSON header, the blobs back to back, sha256."""
+    """Archive bytes: preamble, compressed header, the blobs back to back, sha256."""
     raw, head = _compress_header(header, version)
     payload_len = sum(len(b) for b in blobs)
     h = hashlib.sha256()
     out = io.BytesIO()
-    for part in (_PREAMBLE.pack(MAGIC, version, len(head), len(raw), payload_len), head, *blobs):
+    for part in (_preamble(version, len(head), len(raw), payload_len), head, *blobs):
         h.update(part)
         out.write(part)
-    out.write(h.digest())
+    out.write(h.digest()[:_trailer_size(version)])
     return out.getvalue()
 
 
 def unpack(data: bytes) -> tuple[int, dict, bytes]:
     """(format version, header, payload area) of archive bytes, unchecked: the inverse of `pack`
     for tools and tests that take archives apart. `Reader` is the checked way in."""
-    _, version, head_len, raw_len, payload_len = _PREAMBLE.unpack(data[:PREAMBLE_SIZE])
-    head = data[PREAMBLE_SIZE:PREAMBLE_SIZE + head_len]
-    start = PREAMBLE_SIZE + head_len
-    return version, _decompress_header(head, raw_len, version), data[start:start + payload_len]
+    f = io.BytesIO(data)
+    _, version = _START.unpack(f.read(_START.size))
+    head_len, raw_len, payload_len, start = _read_lengths(f, version)
+    head = data[start:start + head_len]
+    return version, _decompress_header(head, raw_len, version), data[start + head_len:start + head_len + payload_len]
 
 
 class Blobs:
@@ -252,10 +369,10 @@ class Reader:
 
     def _check(self, size: int) -> None:
         f = self._f
-        pre = f.read(PREAMBLE_SIZE)
-        if len(pre) < 8 or pre[:6] != MAGIC:
+        start = f.read(_START.size)
+        if len(start) < _START.size or start[:6] != MAGIC:
             raise ArchiveError(f"{self.name}: not a bbans archive (bad magic)")
-        version = struct.unpack("<H", pre[6:8])[0]
+        version = _START.unpack(start)[1]
         if version > FORMAT_VERSION:
             raise ArchiveError(
                 f"{self.name}: made by a newer bbans (format {version}); this bbans "
@@ -263,34 +380,38 @@ class Reader:
             )
         if version not in schema.FORMATS_READ:
             raise ArchiveError(f"{self.name}: unknown archive format {version}")
-        if len(pre) < PREAMBLE_SIZE:
-            raise ArchiveError(f"{self.name}: truncated ({size} bytes, shorter than the preamble)")
-        _, _, head_len, raw_len, payload_len = _PREAMBLE.unpack(pre)
-        want = OVERHEAD_FIXED + head_len + payload_len
+        try:
+            head_len, raw_len, payload_len, pre_len = _read_lengths(f, version)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.name}: {exc} ({size} bytes)") from None
+        trailer = _trailer_size(version)
+        want = pre_len + head_len + payload_len + trailer
         if want > size:
             raise ArchiveError(f"{self.name}: truncated (declares {want} bytes, file has {size})")
         if want < size:
             raise ArchiveError(f"{self.name}: {size - want} unexpected bytes after the end of the archive")
         # The checksum first: every later check may then assume the bytes are as written.
-        h = hashlib.sha256(pre)
-        left = size - PREAMBLE_SIZE - TRAILER_SIZE
+        f.seek(0)
+        h = hashlib.sha256()
+        left = size - trailer
         while left:
             chunk = f.read(min(left, 1 << 20))
             if not chunk:
                 raise ArchiveError(f"{self.name}: truncated while reading")
             h.update(chunk)
             left -= len(chunk)
-        if f.read(TRAILER_SIZE) != h.digest():
+        if f.read(trailer) != h.digest()[:trailer]:
             raise ArchiveError(f"{self.name}: checksum mismatch (the archive is corrupt)")
         if raw_len > min(schema.MAX_HEADER_JSON, LZMA_MAX_RATIO * head_len + 4096):
             raise ArchiveError(f"{self.name}: header declares {raw_len} bytes from {head_len} compressed")
-        f.seek(PREAMBLE_SIZE)
+        f.seek(pre_len)
         try:
             header = _decompress_header(f.read(head_len), raw_len, version)
         except ArchiveError as exc:
             raise ArchiveError(f"{self.name}: {exc}") from None
         self.header_len, self.payload_len = head_len, payload_len
-        self.payload_start = PREAMBLE_SIZE + head_len
+        self.payload_start = pre_len + head_len
+        self.fixed = pre_len + trailer
         try:
             schema.validate_header(header, payload_len, version)
         except ArchiveError as exc:
@@ -309,7 +430,7 @@ class Reader:
 
     @property
     def overhead(self) -> int:
-        return OVERHEAD_FIXED + self.header_len
+        return self.fixed + self.header_len
 
 
 # ---- stored entries --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from bbans.archive.format import CHECKSUM_HEX, FILE_KINDS, Progress, Reader, checksum, noop_progress, unstore_chunks
+from bbans.coding.ans import Message
 from bbans.errors import ANSError, ArchiveError, BBANSError, MismatchError
 from bbans.io import images, jxl, rebuild
 from bbans.models import catalog, registry
@@ -153,7 +154,10 @@ def _decode_groups(r: Reader, progress: Progress, mismatch_name: str, device: st
             ])
         stage = f"decoding {g['tiles']} tile(s) with {g['model']}"
         try:
-            tiles = engine.decompress(model, r.blob(g["payload"]), g["tiles"], (c, th, tw), mask=mask,
+            payload = r.blob(g["payload"])
+            if r.version >= 5:
+                payload = Message.framed(payload, config.lanes)
+            tiles = engine.decompress(model, payload, g["tiles"], (c, th, tw), mask=mask,
                                         config=config, progress=lambda done, total, s=stage: progress(s, done, total),
                                         phantom_peak=g.get("phantom_peak"))
         except MismatchError as exc:

@@ -16,7 +16,7 @@ from bbans.errors import ArchiveError
 from bbans.io import images, rebuild
 from bbans.models import registry
 
-FORMATS_READ = (1, 2, 3, 4)
+FORMATS_READ = (1, 2, 3, 4, 5)
 STAGING_PREFIX = ".bbans-partial-"
 
 # LZMA2 never expands data by more than ~7000x (measured 6841x on 100 MB of zeros), so a blob
@@ -214,7 +214,7 @@ def _check_meta(meta, what: str) -> None:
         need(ok, f"{what}: metadata {key!r}")
 
 
-def _check_recipe(rec, img: dict, what: str) -> int:
+def _check_recipe(rec, img: dict, what: str, version: int) -> int:
     """A rebuild recipe (rebuild.plan); returns its frame's length."""
     need(isinstance(rec, dict), f"{what}: bad rebuild recipe")
     frame = rec.get("frame")
@@ -223,7 +223,10 @@ def _check_recipe(rec, img: dict, what: str) -> int:
     packed = rebuild.row_bytes(w, mode)
     if rec.get("kind") == "png":
         need(rec.get("mode") == mode, f"{what}: recipe mode")
-        need(is_int(rec.get("split")) and rec["split"] <= frame, f"{what}: recipe split")
+        bare = rec.get("bare", False)
+        need(bare is False or (bare is True and version >= 5), f"{what}: recipe bare")
+        implied = rebuild.BARE_PNG_BYTES if bare else 0
+        need(is_int(rec.get("split")) and rec["split"] <= frame + implied, f"{what}: recipe split")
         z = rec.get("zlib")
         need(isinstance(z, dict) and set(z) == {"level", "wbits", "mem", "strategy", "header"}
              and is_int(z["level"], 0, 9) and is_int(z["wbits"], 9, 15) and is_int(z["mem"], 1, 9)
@@ -343,7 +346,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
             values = img["width"] * img["height"] * (3 if img["mode"] == "RGB" else 1)
             need(values <= DIMS_FIXED + DIMS_PER_BIT * 8 * e["data"]["length"],
                  f"{what}: declares {values} pixel values from {e['data']['length']} bytes")
-            frame_end += _check_recipe(e.get("rebuild"), img, what)
+            frame_end += _check_recipe(e.get("rebuild"), img, what, version)
         elif kind == "model":
             gi = e.get("group")
             need(is_int(gi, 0, len(groups) - 1) if groups else False, f"{what}: bad group")
@@ -359,7 +362,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
             need(_is_num(e.get("est_bits", 0)), f"{what}: bad est_bits")
             if version >= 2 and "rebuild" in e:
                 need("meta" not in img, f"{what}: both a recipe and metadata")
-                frame_end += _check_recipe(e["rebuild"], img, what)
+                frame_end += _check_recipe(e["rebuild"], img, what, version)
             else:
                 if version >= 2:
                     need(_is_checksum(e.get("pixels_sha256")), f"{what}: pixel checksum missing")

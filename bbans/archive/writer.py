@@ -18,6 +18,7 @@ from bbans.archive.format import (CHECKSUM_HEX, FORMAT_VERSION, Blobs, Progress,
                                   noop_warn, pack, store)
 from bbans.archive.reader import describe_header
 from bbans.archive.schema import check_name, work_problem
+from bbans.coding.ans import Message
 from bbans.errors import ArchiveError, BBANSError
 from bbans.io import images, jxl
 from bbans.models import catalog, registry
@@ -166,12 +167,12 @@ class Options:
     threads: int = 0  # CPU threads (0: every core); recorded, and binding, only for float groups
 
 
-# What a model-coded entry's header costs beyond a stored one's: its recipe, tile range and
-# estimate (measured on 1,000 digit PNGs, benchmarks/RESULTS.md "Every byte back").
-ENTRY_MODEL_BYTES = 8
-# What a model group's record adds to the header beyond the entries it codes (measured: a
-# one-digit archive's header is 142 B with the digit model-coded, 93 B with it under JPEG-XL).
-GROUP_RECORD_BYTES = 50
+# What a model-coded entry's header costs beyond a JPEG-XL or stored one's: less, as it has no
+# checksum, data reference or reason (format 5, measured on 1 to 8 binarized digits coded either
+# way: 13 B less a file); and what a model group's record adds (12 B: its header is 54 B with one
+# digit model-coded, 56 B with it under JPEG-XL). benchmarks/RESULTS.md "Format 5".
+ENTRY_MODEL_BYTES = -12
+GROUP_RECORD_BYTES = 12
 # cheaper_with: a large image's estimate starts from this many of its tiles, and stops there when
 # it puts the model this far above the cheapest other way (a sample's estimate is within a few
 # percent of the whole image's on photographs).
@@ -498,6 +499,7 @@ class _Build:
         stage = f"coding {len(members)} image(s) with {name}"
         payload, stats = engine.compress(model, tiles, mask if masked else None, config,
                                          progress=lambda done, total: self.progress(stage, done, total))
+        payload = Message.bare(payload)  # the group records its lanes
         return {"name": name, "meta": meta, "config": config, "payload": payload, "stats": stats, "K": K,
                 "note": note, "tiles": tiles, "masked": masked, "coded_dims": int(mask.sum()) * c,
                 "counts": [len(tiled[p][0]) for p in members]}
@@ -584,8 +586,11 @@ class _Build:
             "masked": masked,
             "coded_dims": coded_dims,
             "payload": self.blobs.add(payload),
-            "versions": {"bbans": __version__, "numpy": np.__version__, "torch": engine.torch.__version__},
-            "fingerprint": engine.fingerprint(config),
+            # Where a group's sums depend on the machine, what did them (named when it will not
+            # decode elsewhere); an exact group decodes alike everywhere.
+            **({} if engine.portable(config) else {
+                "versions": {"bbans": __version__, "numpy": np.__version__, "torch": engine.torch.__version__},
+                "fingerprint": engine.fingerprint(config)}),
             "neg_elbo_bits": round(float(stats["neg_elbo_bits"]), 1),
             "phantom_peak": int(stats["phantom_peak"]),
             **({"sha256": digest.hexdigest()[:CHECKSUM_HEX]} if any(probes[p].recipe is not None for p in members) else {}),
@@ -602,7 +607,7 @@ class _Build:
                 self.pictured[item.path] = enc
         frames = [self.probes[i.path].frame for i in files
                   if (i.path in self.tile_plan and self.probes[i.path].recipe is not None) or i.path in self.pictured]
-        if frames:
+        if any(frames):  # bare PNG frames leave nothing to store
             blob, spec = store(b"".join(frames))
             self.frames_entry = {**self.blobs.add(blob), **spec, "size": sum(map(len, frames)),
                                  "zlib_version": zlib.ZLIB_RUNTIME_VERSION}

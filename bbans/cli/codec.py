@@ -418,11 +418,11 @@ def info_cmd(archive_path, as_json):
     _print_entries(con, rep)
     _print_summary(con, rep, "total")
     for g in rep["groups"]:
-        v = g.get("versions", {})
-        if v:
-            con.print(f"  {g['model']} coded with " + ", ".join(f"{k} {v[k]}" for k in sorted(v))
-                      + f"; lanes {g['lanes']}, batch size {g['batch_size']}, latents of {g['latent_bits']} bits"
-                      + (f", {g['uncoded_channels']} latent channel(s) uncoded" if g["uncoded_channels"] else ""))
+        v = g.get("versions", {})  # kept for float groups, whose bits depend on them
+        made = " coded with " + ", ".join(f"{k} {v[k]}" for k in sorted(v)) + ";" if v else ":"
+        con.print(f"  {g['model']}{made} lanes {g['lanes']}, batch size {g['batch_size']}, latents of "
+                  f"{g['latent_bits']} bits"
+                  + (f", {g['uncoded_channels']} latent channel(s) uncoded" if g["uncoded_channels"] else ""))
 
 
 # ---- models ----------------------------------------------------------------------------------

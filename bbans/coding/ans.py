@@ -49,7 +49,8 @@ valid by construction and checked when a message is read back with `from_bytes`,
 wrong data yields wrong symbols (for the caller's checks to catch), never a crash.
 
 Serialisation: `to_bytes` writes a 13-byte header (format byte, lanes, tail length, phantom
-word count), the heads (8 bytes each) and the tail words, all little-endian.
+word count), the heads (8 bytes each) and the tail words, all little-endian. `bare` drops the
+header but for the phantom word count (a varint), for containers that record the lanes.
 """
 
 from __future__ import annotations
@@ -242,6 +243,39 @@ class Message:
             + self._head.astype("<u8", copy=False).tobytes()
             + self._tail[: self._top].astype("<u4", copy=False).tobytes()
         )
+
+    @staticmethod
+    def bare(data: bytes) -> bytes:
+        """`to_bytes` output without its 13-byte header, for a container that records the lane
+        count itself: the phantom word count as a varint, then the heads and the tail words
+        (whose count follows from the length). `framed` is the inverse."""
+        if len(data) < _HEADER.size or data[0] != _FORMAT:
+            raise ANSError("not an rANS message")
+        phantom = _HEADER.unpack_from(data)[3]
+        out = bytearray()
+        while phantom >= 0x80:
+            out.append(phantom & 0x7F | 0x80)
+            phantom >>= 7
+        out.append(phantom)
+        return bytes(out) + bytes(data[_HEADER.size:])
+
+    @staticmethod
+    def framed(data: bytes, lanes: int) -> bytes:
+        """The `to_bytes` form of a `bare` message of `lanes` lanes (ANSError if it is not one)."""
+        phantom = shift = pos = 0
+        while True:
+            if pos >= len(data) or shift > 28:
+                raise ANSError("rANS message truncated or corrupt: bad phantom word count")
+            b = data[pos]
+            pos += 1
+            phantom |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        body = len(data) - pos - 8 * lanes
+        if lanes < 1 or body < 0 or body % 4 or phantom >= 1 << 32:
+            raise ANSError(f"rANS message of {len(data)} bytes does not hold {lanes} lane heads and whole words")
+        return _HEADER.pack(_FORMAT, lanes, body // 4, phantom) + bytes(data[pos:])
 
     @classmethod
     def from_bytes(cls, data: bytes, seed: int = 0, check: bool = False, phantom_limit: int | None = None) -> "Message":

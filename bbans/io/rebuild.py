@@ -31,6 +31,9 @@ import zlib
 import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: no data, its CRC
+BARE_PNG_BYTES = 8 + 25 + 12  # what a bare frame leaves out: signature, IHDR, IEND
+_PNG_TYPES = {"1": (1, 0), "L": (8, 0), "RGB": (8, 2)}  # mode -> (bit depth, colour type)
 # Raw raster layouts Pillow reports for the modes a model codes (its rawmode names).
 RASTER_LAYOUTS = ("L", "RGB", "BGR", "1", "1;I")
 ZLIB_STRATEGIES = range(5)  # default, filtered, huffman only, rle, fixed
@@ -313,7 +316,7 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
         raise NoPlan("PNG without a proper IHDR")
     s = chunks[0][1] + 8
     w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[s:s + 13])
-    mode = {(1, 0): "1", (8, 0): "L", (8, 2): "RGB"}.get((depth, ctype))
+    mode = {t: m for m, t in _PNG_TYPES.items()}.get((depth, ctype))
     if mode is None:
         raise NoPlan(f"PNG of bit depth {depth}, colour type {ctype}")
     if interlace:
@@ -356,7 +359,20 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
     recipe = {"kind": "png", "mode": mode, "split": first, "filters": best[1], "zlib": z, "idat": size}
     if best[0] != "libpng":
         recipe["rule"] = best[0]
-    return recipe, data[:first] + data[last:]
+    frame = data[:first] + data[last:]
+    head = _png_head(w, h, mode)
+    if frame.startswith(head) and frame.endswith(PNG_END) and len(frame) >= len(head) + len(PNG_END):
+        # Most files hold nothing but the chunks the image itself implies: keep only the rest.
+        recipe["bare"] = True
+        frame = frame[len(head):len(frame) - len(PNG_END)]
+    return recipe, frame
+
+
+def _png_head(width: int, height: int, mode: str) -> bytes:
+    """The signature and the IHDR chunk of a non-interlaced PNG of this size and mode."""
+    depth, ctype = _PNG_TYPES[mode]
+    body = b"IHDR" + struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0)
+    return PNG_SIGNATURE + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body))
 
 
 def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
@@ -372,6 +388,9 @@ def _rebuild_png(pixels: np.ndarray, recipe: dict, frame: bytes) -> bytes:
     for pos in range(0, len(stream), size):
         body = b"IDAT" + stream[pos:pos + size]
         parts.append(struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body)))
+    if recipe.get("bare"):
+        h, w = pixels.shape[:2]
+        frame = _png_head(w, h, recipe["mode"]) + frame + PNG_END
     split = recipe["split"]
     if split > len(frame):
         raise NoPlan("IDAT position past the end of its frame")
