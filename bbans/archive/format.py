@@ -1,4 +1,4 @@
-"""The `.bb` container (docs/FORMAT.md): preamble, compressed JSON header, payload blobs, sha256 trailer.
+"""The `.bb` container (docs/FORMAT.md): preamble, compressed header, payload blobs, sha256 trailer.
 
 `pack` builds the bytes and `unpack` takes them apart; `Reader` checks them (magic, version,
 lengths, the trailing sha256, the header's schema and every entry name) before anything is
@@ -77,14 +77,15 @@ def _dict_size_for(n: int) -> int:
     return size
 
 
-# ---- the header as stored (format 4) -----------------------------------------------------------
+# ---- the header as stored (formats 4 and 5) ----------------------------------------------------
 #
 # From format 4 the entries are stored by column (one list per key, null where an entry lacks
 # the key) and the modification times as differences from the entry before: a folder of similar
 # files then costs a few bytes a file, not its keys and full times over again. The JSON is
 # compressed by whichever of two codecs gives fewer bytes, named by the header's first byte:
 # LZMA2 (large headers), or raw deflate primed with a fixed dictionary of typical header text
-# (small ones, where LZMA2 would spend most of the bytes learning the key names).
+# (small ones, where LZMA2 would spend most of the bytes learning the key names). Format 5 packs
+# the stored form in binary (bbans.archive.packed) instead of JSON text.
 
 HEADER_LZMA2, HEADER_DEFLATE_DICT = 0, 1
 _TIME_KEY = "mtime_ns"
@@ -243,19 +244,10 @@ def _decompress_header(head: bytes, raw_len: int, version: int) -> dict:
     return _from_storage(header, version) if version >= 4 else header
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _preamble(version: int, head_len: int, raw_len: int, payload_len: int) -> bytes:
     if version < 5:
         return _PREAMBLE.pack(MAGIC, version, head_len, raw_len, payload_len)
-    return _START.pack(MAGIC, version) + _varint(head_len) + _varint(raw_len) + _varint(payload_len)
+    return _START.pack(MAGIC, version) + packed.varint(head_len) + packed.varint(raw_len) + packed.varint(payload_len)
 
 
 def _trailer_size(version: int) -> int:

@@ -51,11 +51,14 @@ _HEX_RE = re.compile(r"^(?:[0-9a-f]{2})+$")
 _FLOAT_RE = re.compile(rb"^-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?$")
 
 
-def _varint(n: int, out: bytearray) -> None:
+def varint(n: int) -> bytes:
+    """n >= 0 in 7-bit groups, low first, the top bit set on all but the last byte."""
+    out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
+    return bytes(out)
 
 
 def _key_order(key: str) -> tuple[int, str]:
@@ -87,16 +90,16 @@ def _dump(v, out: bytearray, depth: int) -> None:
             out.append(v)
         elif v >= 0:
             out.append(UINT)
-            _varint(v, out)
+            out += varint(v)
         else:
             out.append(NEGINT)
-            _varint(-1 - v, out)
+            out += varint(-1 - v)
     elif isinstance(v, float):
         if not math.isfinite(v):
             raise ValueError("a header number must be finite")
         text = repr(v).encode()
         out.append(FLOAT)
-        _varint(len(text), out)
+        out += varint(len(text))
         out += text
     elif isinstance(v, str):
         if v in _WORD_INDEX:
@@ -104,28 +107,28 @@ def _dump(v, out: bytearray, depth: int) -> None:
         elif _HEX_RE.match(v):
             raw = bytes.fromhex(v)
             out.append(HEX)
-            _varint(len(raw), out)
+            out += varint(len(raw))
             out += raw
         else:
             raw = _text(v)
             out.append(STR)
-            _varint(len(raw), out)
+            out += varint(len(raw))
             out += raw
     elif isinstance(v, list):
         out.append(LIST)
-        _varint(len(v), out)
+        out += varint(len(v))
         for x in v:
             _dump(x, out, depth + 1)
     elif isinstance(v, dict):
         out.append(DICT)
-        _varint(len(v), out)
+        out += varint(len(v))
         for k in sorted(v, key=_key_order):
             if k in _KEY_INDEX:
-                _varint(_KEY_INDEX[k] + 1, out)
+                out += varint(_KEY_INDEX[k] + 1)
             else:
                 raw = _text(k)
                 out.append(0)
-                _varint(len(raw), out)
+                out += varint(len(raw))
                 out += raw
             _dump(v[k], out, depth + 1)
     else:
