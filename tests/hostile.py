@@ -52,15 +52,6 @@ def stored_form(header, version: int = container.FORMAT_VERSION):
     return out
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def pack_carelessly(v) -> bytes:
     """Format 5's packed encoding of any value, written here independently of the package's
     encoder, without its limits: integers of any size, infinities, any depth (no recursion)."""
@@ -72,23 +63,23 @@ def pack_carelessly(v) -> bytes:
         elif v is None or isinstance(v, bool):
             out.append({None: packed.NULL, False: packed.FALSE, True: packed.TRUE}[v])
         elif isinstance(v, int):
-            out += bytes([v]) if 0 <= v < 0x80 else bytes([packed.UINT]) + _varint(v) if v >= 0 \
-                else bytes([packed.NEGINT]) + _varint(-1 - v)
+            out += bytes([v]) if 0 <= v < 0x80 else bytes([packed.UINT]) + packed.varint(v) if v >= 0 \
+                else bytes([packed.NEGINT]) + packed.varint(-1 - v)
         elif isinstance(v, float):
             text = repr(v).encode() if v == v and abs(v) != float("inf") else b"1e999"
-            out += bytes([packed.FLOAT]) + _varint(len(text)) + text
+            out += bytes([packed.FLOAT]) + packed.varint(len(text)) + text
         elif isinstance(v, str):
             raw = v.encode("utf-8", "surrogatepass")
-            out += bytes([packed.STR]) + _varint(len(raw)) + raw
+            out += bytes([packed.STR]) + packed.varint(len(raw)) + raw
         elif isinstance(v, list):
-            out += bytes([packed.LIST]) + _varint(len(v))
+            out += bytes([packed.LIST]) + packed.varint(len(v))
             todo.extend(reversed(v))
         elif isinstance(v, dict):
-            out += bytes([packed.DICT]) + _varint(len(v))
+            out += bytes([packed.DICT]) + packed.varint(len(v))
             for k in reversed(sorted(v, key=packed._key_order)):
                 todo.append(v[k])
                 raw = k.encode("utf-8", "surrogatepass")
-                todo.append(_varint(packed.KEYS.index(k) + 1) if k in packed.KEYS else b"\x00" + _varint(len(raw)) + raw)
+                todo.append(packed.varint(packed.KEYS.index(k) + 1) if k in packed.KEYS else b"\x00" + packed.varint(len(raw)) + raw)
         else:
             raise TypeError(type(v).__name__)
     return bytes(out)
@@ -217,7 +208,7 @@ def _random_payload(h, p):
 
 def _huge_phantom_count(h, p):
     start, n, _, k = _message_parts(h, p)
-    msg = _varint((1 << 32) - 1) + p[start + k:start + n]
+    msg = packed.varint((1 << 32) - 1) + p[start + k:start + n]
     h["groups"][0]["payload"]["length"] = len(msg)
     return h, p[:start] + msg + p[start + n:]
 
