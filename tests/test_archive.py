@@ -249,9 +249,10 @@ def test_the_header_is_stored_by_column_and_read_back_as_entries(good):
     _, raw = _stored_header(good)
     stored = packed.loads(raw)
     assert "entries" not in stored and stored["entry_count"] == 4
-    paths = stored["entry_columns"]["path"]
     with Reader(good) as r:
-        assert [e["path"] for e in r.entries] == paths
+        paths = [e["path"] for e in r.entries]
+    assert stored["entry_columns"]["path"] == ["a", [1, "/x.txt"], "b.bin", "empty"]  # against the name before
+    with Reader(good) as r:
         times = [e["mtime_ns"] for e in r.entries]
         refs = [e["data"] for e in r.entries if "data" in e]
     # Times as differences from the entry before: the first one whole.
@@ -279,6 +280,38 @@ def test_a_column_of_one_value_is_stored_once_and_read_back_for_every_entry(tmp_
     with Reader(data) as r:
         assert [e["mtime_ns"] for e in r.entries] == [1_700_000_000_000_000_000] * 3
         assert [e["kind"] for e in r.entries] == ["stored"] * 3
+
+
+def test_names_are_stored_against_the_name_before_them_and_read_back_whole(tmp_path):
+    from bbans.archive import packed
+
+    names = ["scans/page-0001.png", "scans/page-0002.png", "scans/page-0010.png", "zz.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    data, _ = writer.create([str(tmp_path)], Options(model="none"))
+    stored = packed.loads(_stored_header(data)[1])["entry_columns"]["path"]
+    assert stored == ["scans", [5, "/page-0001.png"], [14, "2.png"], [13, "10.png"], "zz.txt"]
+    with Reader(data) as r:
+        assert [e["path"] for e in r.entries] == ["scans"] + names
+
+
+@pytest.mark.parametrize("column,message", [
+    (["a" * 4000] + [[4000, "b" * 4]] * 20000, "more than a header may hold"),
+    (["ab", [3, "c"]], "bad name"),
+    (["ab", [0, "c"]], "bad name"),
+    (["ab", [1]], "bad name"),
+    (["ab", 5], "bad name"),
+])
+def test_front_coded_names_that_overreach_or_are_malformed_are_refused(good, column, message):
+    from hostile import pack_carelessly, resign, stored_form
+
+    _, header, payload = container.unpack(good)
+    stored = stored_form(header)
+    stored["entry_count"] = len(column)
+    stored["entry_columns"] = {"path": column, "kind": "dir"}
+    with pytest.raises(ArchiveError, match=message):
+        Reader(resign(pack_carelessly(stored), b""))
 
 
 def test_a_small_header_takes_the_primed_deflate_and_a_large_one_lzma2(tmp_path):
@@ -323,7 +356,7 @@ def test_the_format_5_header_dictionary_is_frozen():
     from bbans.archive import header_words
 
     assert hashlib.sha256(header_words.DICT_2).hexdigest() == (
-        "0fa81ef8a5be905ba765e3574b889255ef72daf4e3f67f1abd43e7d9c5498054")
+        "bfb8634f63a7bf97e863ab55d25c5b7dbce0abe0e8dacfb1df4d71607abfec1f")
 
 
 def test_the_header_dictionary_is_frozen():
@@ -412,3 +445,16 @@ def test_an_odd_file_among_many_kept_on_a_samples_estimate_is_taken_out_by_its_c
     assert back == files
     assert entries["d0-binarized-test-00a.png"]["kind"] != "model" and "coded it in" in entries["d0-binarized-test-00a.png"]["why"]
     assert sum(e["kind"] == "model" for e in entries.values()) == len(files) - 1
+
+
+def test_a_one_digit_archive_spends_few_bytes_beyond_its_coded_pixels():
+    """Format 5's fixed costs: the preamble and trailer, a packed header, no stored PNG frame
+    (its signature, IHDR and IEND follow from the image), no rANS message header."""
+    from conftest import TREE
+
+    data, _ = writer.create([str(TREE / "binary" / "b0.png")], Options(model="binary-mnist"))
+    with Reader(data) as r:
+        assert r.groups and "frames" not in r.header
+        assert r.overhead < 90, r.overhead
+        assert r.payload_len == r.groups[0]["payload"]["length"]
+    assert reader.verify(data) == 1

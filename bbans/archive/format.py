@@ -89,6 +89,7 @@ def _dict_size_for(n: int) -> int:
 
 HEADER_LZMA2, HEADER_DEFLATE_DICT = 0, 1
 _TIME_KEY = "mtime_ns"
+_NAME_KEY = "path"
 
 
 def _refs(header: dict, entries: list) -> list:
@@ -124,9 +125,41 @@ def _to_storage(header: dict, version: int) -> dict:
                 out.append(None if t is None else t - prev)
                 prev = prev if t is None else t
             columns[k] = out
+    if version >= 5 and isinstance(columns.get(_NAME_KEY), list):
+        columns[_NAME_KEY] = _front_coded(columns[_NAME_KEY])
     stored["entry_count"] = len(entries)
     stored["entry_columns"] = columns
     return stored
+
+
+def _front_coded(names: list[str]) -> list:
+    """Format 5's name column: each name (sorted, so neighbours share prefixes) as `[k, rest]`,
+    the first k characters of the name before it and the rest, or whole where it shares none."""
+    out, prev = [], ""
+    for name in names:
+        k = len(os.path.commonprefix([prev, name]))
+        out.append([k, name[k:]] if k else name)
+        prev = name
+    return out
+
+
+def _names(column: list) -> list:
+    """The names of a front-coded column; ArchiveError where an item is not one, or where they
+    would spell out more than a header may hold."""
+    out, prev, total = [], "", 0
+    for item in column:
+        if isinstance(item, list) and len(item) == 2 and schema.is_int(item[0], 1, len(prev)) and isinstance(item[1], str):
+            name = prev[:item[0]] + item[1]
+        elif isinstance(item, str):
+            name = item
+        else:
+            raise ArchiveError("header: bad name")
+        total += len(name)
+        if total > schema.MAX_HEADER_JSON:
+            raise ArchiveError("header: its names spell out more than a header may hold")
+        out.append(name)
+        prev = name
+    return out
 
 
 def _no_offset(ref: dict) -> dict:
@@ -153,6 +186,8 @@ def _from_storage(stored, version: int) -> dict:
                 prev += d
             out.append(None if d is None else prev)
         columns = {**columns, _TIME_KEY: out}
+    if version >= 5 and isinstance(columns.get(_NAME_KEY), list):
+        columns = {**columns, _NAME_KEY: _names(columns[_NAME_KEY])}
     columns = {k: c if isinstance(c, list) else [copy.deepcopy(c) for _ in range(n)] for k, c in columns.items()}
     header = {k: v for k, v in stored.items() if k not in ("entry_count", "entry_columns")}
     header["entries"] = [{k: c[i] for k, c in columns.items() if c[i] is not None} for i in range(n)]
