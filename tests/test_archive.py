@@ -458,3 +458,16 @@ def test_a_one_digit_archive_spends_few_bytes_beyond_its_coded_pixels():
         assert r.overhead < 90, r.overhead
         assert r.payload_len == r.groups[0]["payload"]["length"]
     assert reader.verify(data) == 1
+
+
+def test_files_stored_alike_share_a_column_value_yet_each_reads_its_own_blob(tmp_path):
+    from bbans.archive import packed
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("the same words " * 20)
+    data, _ = writer.create([str(tmp_path)], Options(model="none"))
+    assert isinstance(packed.loads(_stored_header(data)[1])["entry_columns"]["data"], dict)
+    with Reader(data) as r:
+        refs = [e["data"] for e in r.entries]
+        assert refs[0]["offset"] == 0 and refs[1]["offset"] == refs[0]["length"]
+    assert reader.verify(data) == 2

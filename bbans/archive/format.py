@@ -7,7 +7,6 @@ allocated or written. Stored files are LZMA2 blobs (`store` / `unstore_chunks`).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -188,7 +187,10 @@ def _from_storage(stored, version: int) -> dict:
         columns = {**columns, _TIME_KEY: out}
     if version >= 5 and isinstance(columns.get(_NAME_KEY), list):
         columns = {**columns, _NAME_KEY: _names(columns[_NAME_KEY])}
-    columns = {k: c if isinstance(c, list) else [copy.deepcopy(c) for _ in range(n)] for k, c in columns.items()}
+    # A column's one value is shared by its entries (a reader treats entries as read-only), but
+    # for payload references, which each get their own offset below.
+    columns = {k: c if isinstance(c, list) else [dict(c) for _ in range(n)] if k == "data" and isinstance(c, dict)
+               else [c] * n for k, c in columns.items()}
     header = {k: v for k, v in stored.items() if k not in ("entry_count", "entry_columns")}
     header["entries"] = [{k: c[i] for k, c in columns.items() if c[i] is not None} for i in range(n)]
     if version >= 5:
