@@ -299,6 +299,20 @@ def _nested(h, p):
     return pack_carelessly(s), p
 
 
+def _many_entries_from_shared_columns(h, p):
+    """Four million entries spelt by columns of one value each: a few bytes of header."""
+    s = stored_form(h)
+    s["entry_count"] = 1 << 22
+    s["entry_columns"] = {"path": "a", "kind": "dir", **{f"x{i}": i for i in range(20)}}
+    return pack_carelessly(s), p
+
+
+def _groups_null(h, p):
+    s = stored_form(h)
+    s["groups"] = None
+    return pack_carelessly(s), p
+
+
 def _swap_groups_model(h, p):
     h["groups"][0]["model"] = "cifar10"
     return h, p
@@ -379,6 +393,9 @@ CASES: list[Case] = [
     ("format-1 metadata unknown key", _v1_meta({"xmp": "x"})),
     ("format-1 metadata not an object", _v1_meta([1, 2])),
     ("header an array", _header_not_object),
+    ("four million entries from columns of one value", _many_entries_from_shared_columns),
+    ("groups null", _groups_null),
+    ("a raster recipe marked bare", _set_recipe("bare", True, kind="raster")),
     ("header nested 100,000 deep", _nested),
     ("created_by a string", _set_top("created_by", "me")),
     ("device class a number", _set_top("device", 7)),

@@ -356,7 +356,7 @@ def test_the_format_5_header_dictionary_is_frozen():
     from bbans.archive import header_words
 
     assert hashlib.sha256(header_words.DICT_2).hexdigest() == (
-        "bfb8634f63a7bf97e863ab55d25c5b7dbce0abe0e8dacfb1df4d71607abfec1f")
+        "661d076f3a00623a4c76f88eb148e0f58362812c9460d35ed9ccc188f754a7fa")
 
 
 def test_the_header_dictionary_is_frozen():

@@ -93,7 +93,8 @@ _NAME_KEY = "path"
 
 def _refs(header: dict, entries: list) -> list:
     """The payload references in payload order: groups, the frames blob, entries' data."""
-    refs = [g.get("payload") for g in header.get("groups", ()) if isinstance(g, dict)]
+    groups = header.get("groups")
+    refs = [g.get("payload") for g in (groups if isinstance(groups, list) else ()) if isinstance(g, dict)]
     refs.append(header.get("frames"))
     refs += [e.get("data") for e in entries if isinstance(e, dict)]
     return [r for r in refs if isinstance(r, dict)]
@@ -165,15 +166,22 @@ def _no_offset(ref: dict) -> dict:
     return {k: v for k, v in ref.items() if k != "offset"}
 
 
-def _from_storage(stored, version: int) -> dict:
-    """The header of a format-4 or -5 archive from its stored form; ArchiveError where the
-    columns do not make a table (what is in them is the schema's to judge)."""
+def _from_storage(stored, version: int, raw_len: int = 0) -> dict:
+    """The header of a format-4 or -5 archive from its stored form (`raw_len` bytes of it);
+    ArchiveError where the columns do not make a table (what is in them is the schema's to
+    judge)."""
     if not isinstance(stored, dict):
         raise ArchiveError("header is not an object")
     n, columns = stored.get("entry_count"), stored.get("entry_columns")
     if not (schema.is_int(n, 0, schema.MAX_ENTRIES) and isinstance(columns, dict)
             and all((isinstance(c, list) and len(c) == n) or (version >= 5 and n and not isinstance(c, list))
                     for c in columns.values())):
+        raise ArchiveError("header: the entry columns do not make a table")
+    shared = [k for k, c in columns.items() if not isinstance(c, list)]
+    # A shared column costs a few bytes whatever the entry count, so the table it spells out is
+    # bounded here as format 4's was by its text: entries are at most the names listed (names
+    # differ, so two entries or more list theirs), and shared cells at most the header's bytes.
+    if shared and n > 1 and (_NAME_KEY in shared or n * len(shared) > 2 * raw_len + 4096):
         raise ArchiveError("header: the entry columns do not make a table")
     times = columns.get(_TIME_KEY)
     if isinstance(times, list):
@@ -271,7 +279,7 @@ def _decompress_header(head: bytes, raw_len: int, version: int) -> dict:
             raise ArchiveError(f"unknown header codec {codec}")
     if version >= 5:
         try:
-            return _from_storage(packed.loads(raw), version)
+            return _from_storage(packed.loads(raw), version, len(raw))
         except RecursionError:
             raise ArchiveError("header nested too deeply") from None
     try:

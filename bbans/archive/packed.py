@@ -5,8 +5,10 @@ times their bytes (16 hex digits for an 8-byte checksum, 19 decimal digits for a
 key names. Here a value is a tag byte and its bytes: small integers are the tag itself, other
 integers varints, strings that are lowercase hex their bytes, key names and common values one
 byte from frozen tables. `loads(dumps(v)) == v` for every JSON value the writer makes, and
-`loads` refuses anything but one canonical encoding of a value (ArchiveError): keys in table
-order, no duplicates, no trailing bytes, counts bounded by the bytes left.
+`loads` refuses bytes that are not one value (ArchiveError): unknown tags, keys out of table
+order or repeated, bytes after the value, counts larger than the bytes left, nesting deeper
+than MAX_DEPTH. A value may be spelt in more than one way (a listed word as a plain string);
+the trailing checksum, not the encoding, makes an archive's bytes unique.
 
 The tables are part of the format: names may be appended in a later format, never changed.
 """

@@ -199,7 +199,7 @@ def decode_entries(r: Reader, progress: Progress = noop_progress, device: str = 
             frames = b"".join(unstore_chunks(r.blob(spec), spec, spec["size"]))
         except ArchiveError as exc:
             raise ArchiveError(f"{r.name}: frames: {exc}") from None
-    zlib_version = (r.header.get("frames") or {}).get("zlib_version")
+    zlib_version = r.header.get("zlib_version") or (r.header.get("frames") or {}).get("zlib_version")
     frame_at = 0
     # Format 3: tile ranges follow from entry order, and a group's rebuilt files are checked
     # together against its checksum, before the last of them is handed out.

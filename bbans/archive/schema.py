@@ -241,6 +241,7 @@ def _check_recipe(rec, img: dict, what: str, version: int) -> int:
         need(rec.get("rule", "libpng") in rebuild.FILTER_RULES, f"{what}: recipe filter rule")
         need(is_int(rec.get("idat"), 0, (1 << 31) - 1), f"{what}: recipe idat")
     elif rec.get("kind") == "raster":
+        need("bare" not in rec, f"{what}: recipe bare")
         need(rec.get("layout") in _LAYOUTS[mode], f"{what}: recipe layout")
         need(is_int(rec.get("stride"), packed, packed + 64), f"{what}: recipe stride")
         need(is_int(rec.get("offset")) and rec["offset"] <= frame, f"{what}: recipe offset")
@@ -271,6 +272,7 @@ def validate_header(h, payload_len: int, version: int) -> None:
     cb = h.get("created_by", {})
     need(isinstance(cb, dict) and all(_is_str(v, 256) for v in cb.values()), "created_by")
     need(h.get("device") is None or h.get("device") in ("cpu", "cuda"), "device")
+    need("zlib_version" not in h or (version >= 5 and _is_str(h["zlib_version"], 64)), "zlib_version")
     payload = _Payload(payload_len)
     for gi, g in enumerate(groups):
         what = f"group {gi}"

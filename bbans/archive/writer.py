@@ -262,6 +262,9 @@ def create(roots: list[str], opts: Options, progress: Progress = noop_progress, 
     }
     if b.frames_entry is not None:
         header["frames"] = b.frames_entry
+    if b.rebuilt_any:
+        # The zlib that deflated the files' pixel data: named when a rebuild differs elsewhere.
+        header["zlib_version"] = zlib.ZLIB_RUNTIME_VERSION
     archive = pack(header, b.blobs.parts, version)
     report = describe_header(header, len(archive), len(archive) - b.blobs.end)
     report["skipped"] = [{"source": s, "why": w} for s, w in sc.skipped]
@@ -297,6 +300,7 @@ class _Build:
         self.tile_plan: dict[str, tuple[int, int, int]] = {}  # path -> (group, start, count)
         self.pictured: dict[str, bytes] = {}
         self.frames_entry: dict | None = None
+        self.rebuilt_any = False  # any entry rebuilt from its pixels (whose zlib the header names)
         self.stored_n = self.to_store = 0
 
     # ---- the inputs and what storing them costs -----------------------------------------------
@@ -609,8 +613,8 @@ class _Build:
                   if (i.path in self.tile_plan and self.probes[i.path].recipe is not None) or i.path in self.pictured]
         if any(frames):  # bare PNG frames leave nothing to store
             blob, spec = store(b"".join(frames))
-            self.frames_entry = {**self.blobs.add(blob), **spec, "size": sum(map(len, frames)),
-                                 "zlib_version": zlib.ZLIB_RUNTIME_VERSION}
+            self.frames_entry = {**self.blobs.add(blob), **spec, "size": sum(map(len, frames))}
+        self.rebuilt_any = bool(frames)
 
     def entry(self, item) -> dict:
         e: dict = {"path": item.path, "kind": item.kind if item.kind != "file" else ""}
