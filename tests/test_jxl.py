@@ -146,6 +146,7 @@ def test_hostile_jpeg_xl_entries_are_refused_in_one_line_before_decoding(case, w
         version, header, payload = container.unpack(jxl_archive)
         header["entries"] = [e for e in header["entries"] if e["kind"] != "image"]
         header["format"] = 2
+        header.pop("zlib_version", None)  # format 5's place for it
         bad = _blob_swapped(container.pack(header, [payload], 2), "", b"")
     (tmp_path / "bad.bb").write_bytes(bad)
     code, _, err = bbans_main("decompress", tmp_path / "bad.bb", "-o", tmp_path / "out")
