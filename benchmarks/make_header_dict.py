@@ -59,6 +59,9 @@ def folders(tmp: Path, data_dir: str | None):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / text).write_text("A few words about the pictures in this folder.\n" * 3)
             os.utime(folder / text, ns=(TIME, TIME))
+        for sub in folder.rglob("*"):
+            if sub.is_dir():  # folders are entries too: their times made up as well
+                os.utime(sub, ns=(TIME, TIME))
         return folder
 
     yield "mixed", make("mixed", [("scans/page.png", binary[0], "1"), ("photo.png", colour[0], "RGB")]
@@ -83,12 +86,12 @@ def main() -> None:
     try:
         for label, folder, kw in folders(tmp, args.data_dir):
             model = kw.get("model", "auto")
-            opts = writer.Options(model="auto" if model == "none-but-jxl" else model)
+            saved = writer.GROUP_RECORD_BYTES
             if model == "none-but-jxl":
-                writer.CHOOSE_BY_COST, saved = True, writer.GROUP_RECORD_BYTES
-                writer.GROUP_RECORD_BYTES = 10 ** 6  # no group can pay: JPEG-XL keeps it
-            data, _ = writer.create([str(folder)], opts)
-            if model == "none-but-jxl":
+                writer.GROUP_RECORD_BYTES = 10 ** 6  # no group can pay: JPEG-XL keeps the digit
+            try:
+                data, _ = writer.create([str(folder)], writer.Options(model="auto" if model == "none-but-jxl" else model))
+            finally:
                 writer.GROUP_RECORD_BYTES = saved
             version, header, _ = container.unpack(data)
             raw = packed.dumps(container._to_storage(header, version))

@@ -91,12 +91,12 @@ _TIME_KEY = "mtime_ns"
 _NAME_KEY = "path"
 
 
-def _refs(header: dict, entries: list) -> list:
+def _refs(header: dict) -> list:
     """The payload references in payload order: groups, the frames blob, entries' data."""
     groups = header.get("groups")
     refs = [g.get("payload") for g in (groups if isinstance(groups, list) else ()) if isinstance(g, dict)]
     refs.append(header.get("frames"))
-    refs += [e.get("data") for e in entries if isinstance(e, dict)]
+    refs += [e.get("data") for e in header["entries"] if isinstance(e, dict)]
     return [r for r in refs if isinstance(r, dict)]
 
 
@@ -203,7 +203,7 @@ def _from_storage(stored, version: int, raw_len: int = 0) -> dict:
     header["entries"] = [{k: c[i] for k, c in columns.items() if c[i] is not None} for i in range(n)]
     if version >= 5:
         at = 0
-        for ref in _refs(header, header["entries"]):
+        for ref in _refs(header):
             if "offset" in ref or not schema.is_int(ref.get("length")):
                 raise ArchiveError("header: bad payload reference")
             ref["offset"] = at
@@ -308,22 +308,17 @@ def _read_lengths(f, version: int) -> tuple[int, int, int, int]:
             raise ArchiveError("truncated (shorter than the preamble)")
         head_len, raw_len, payload_len = struct.unpack("<IIQ", rest)
         return head_len, raw_len, payload_len, PREAMBLE_SIZE
-    values, size = [], _START.size
-    for _ in range(3):
-        n = shift = 0
-        while True:
-            b = f.read(1)
-            if not b:
-                raise ArchiveError("truncated (shorter than the preamble)")
-            size += 1
-            if shift > 56:
-                raise ArchiveError("preamble holds a malformed length")
-            n |= (b[0] & 0x7F) << shift
-            shift += 7
-            if b[0] < 0x80:
-                break
-        values.append(n)
-    return values[0], values[1], values[2], size
+    rest, pos, values = f.read(3 * 10), 0, []
+    try:
+        for _ in range(3):
+            n, pos = packed.read_varint(rest, pos)
+            values.append(n)
+    except IndexError:
+        raise ArchiveError("truncated (shorter than the preamble)") from None
+    except ValueError:
+        raise ArchiveError("preamble holds a malformed length") from None
+    f.seek(_START.size + pos)
+    return values[0], values[1], values[2], _START.size + pos
 
 
 def pack(header: dict, blobs: list[bytes], version: int = FORMAT_VERSION) -> bytes:

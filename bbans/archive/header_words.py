@@ -356,7 +356,8 @@ DICT_1 = (
 
 # Format 5's header dictionary: the packed headers (bbans.archive.packed) of archives of a few
 # typical folders with made-up names and times, written by `benchmarks/make_header_dict.py`
-# (sha256 661d076f3a00623a4c76f88eb148e0f58362812c9460d35ed9ccc188f754a7fa).
+# (sha256 661d076f3a00623a4c76f88eb148e0f58362812c9460d35ed9ccc188f754a7fa). Its folders' own
+# times were those of that run; the script now makes them up too, so it reruns to other bytes.
 DICT_2 = base64.b64decode(
     "iQcBBQKJAQOKKgSKFwWIAokLBooiB4odCIkMBIoXCQAKihsLg4ACDIgCiAIBAYgCAgEPihkQAhGFBDAuMDMSFBMIFBQVABeB"
     "GAMZg7ASIYkBI4OpAyQCJYUGMzI0OS45JocInrtEdZDjVI9Lhwh0T/YLpfdV6IkLBoogB4odCIkMBIoXCQAKihsLg4ACDIgB"

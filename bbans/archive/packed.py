@@ -63,6 +63,21 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+def read_varint(data, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at data[pos]: IndexError where the data ends
+    inside it, ValueError where it has more than 64 bits or padding bytes."""
+    n = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        if shift > 63 or (shift == 63 and b > 1) or (b == 0 and shift):
+            raise ValueError("malformed varint")
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return n, pos
+
+
 def _key_order(key: str) -> tuple[int, str]:
     return (_KEY_INDEX.get(key, len(KEYS)), key)
 
@@ -149,15 +164,13 @@ class _Reader:
         return b
 
     def varint(self) -> int:
-        n = shift = 0
-        while True:
-            b = self.byte()
-            if shift > 63 or (shift == 63 and b > 1) or (b == 0 and shift):  # 64 bits at most, no padding
-                raise ArchiveError("header holds a malformed number")
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return n
+        try:
+            n, self.pos = read_varint(self.data, self.pos)
+        except IndexError:
+            raise ArchiveError("header ends inside a value") from None
+        except ValueError:
+            raise ArchiveError("header holds a malformed number") from None
+        return n
 
     def count(self) -> int:
         """A length or item count: each item takes at least one byte, so never more than are left."""

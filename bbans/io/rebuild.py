@@ -34,6 +34,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: no data, its CRC
 BARE_PNG_BYTES = 8 + 25 + 12  # what a bare frame leaves out: signature, IHDR, IEND
 _PNG_TYPES = {"1": (1, 0), "L": (8, 0), "RGB": (8, 2)}  # mode -> (bit depth, colour type)
+_PNG_MODES = {t: m for m, t in _PNG_TYPES.items()}
 # Raw raster layouts Pillow reports for the modes a model codes (its rawmode names).
 RASTER_LAYOUTS = ("L", "RGB", "BGR", "1", "1;I")
 ZLIB_STRATEGIES = range(5)  # default, filtered, huffman only, rle, fixed
@@ -316,7 +317,7 @@ def _plan_png(data: bytes, pixels: np.ndarray) -> tuple[dict, bytes]:
         raise NoPlan("PNG without a proper IHDR")
     s = chunks[0][1] + 8
     w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[s:s + 13])
-    mode = {t: m for m, t in _PNG_TYPES.items()}.get((depth, ctype))
+    mode = _PNG_MODES.get((depth, ctype))
     if mode is None:
         raise NoPlan(f"PNG of bit depth {depth}, colour type {ctype}")
     if interlace:
